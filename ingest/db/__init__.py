@@ -1,0 +1,1 @@
+"""The schema (SQLAlchemy Core tables), engines, the embedded server and migrations."""

@@ -1,0 +1,33 @@
+"""Engines: every connection sets search_path to the configured schema."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ingest.config import Settings, asyncpg_url
+from ingest.db import embedded
+
+
+def resolve_url(settings: Settings) -> str:
+    """The asyncpg URL to use: DATABASE_URL, or the embedded server (started if needed)."""
+    if settings.database_url is None:
+        return embedded.start(settings.data_dir)
+    return asyncpg_url(settings.database_url.reveal()).render_as_string(hide_password=False)
+
+
+def connect_args(schema: str) -> dict[str, object]:
+    return {
+        "server_settings": {"search_path": schema, "application_name": "hr-ingest"},
+        # asyncpg's statement cache is per connection and fine; pgbouncer users set 0.
+        "statement_cache_size": 256,
+    }
+
+
+def create_engine(settings: Settings, url: str | None = None, pool_size: int = 5) -> AsyncEngine:
+    return create_async_engine(
+        url or resolve_url(settings),
+        connect_args=connect_args(settings.db_schema),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )

@@ -1,0 +1,79 @@
+"""Running Alembic from code (the CLI and the tests), on the async engine's connection."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest.db.tables import metadata
+
+# The repository's migrations/; INGEST_MIGRATIONS_DIR points elsewhere for unusual installs.
+MIGRATIONS_DIR = Path(
+    os.environ.get("INGEST_MIGRATIONS_DIR", Path(__file__).resolve().parents[2] / "migrations")
+)
+
+
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's own version table is not part of the models."""
+    return not (type_ == "table" and name == "alembic_version")
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+async def _with_connection(engine: AsyncEngine, action: str, revision: str) -> None:
+    def run(connection: Connection) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        getattr(command, action)(cfg, revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    await _with_connection(engine, "upgrade", revision)
+
+
+async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
+    await _with_connection(engine, "downgrade", revision)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    def run(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(run)
+
+
+async def drift(engine: AsyncEngine) -> list[object]:
+    """What autogenerate would change: empty when the database matches the tables."""
+
+    def run(connection: Connection) -> list[object]:
+        ctx = MigrationContext.configure(
+            connection,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "include_object": include_object,
+            },
+        )
+        return list(compare_metadata(ctx, metadata))
+
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+        return await conn.run_sync(run)

@@ -1,0 +1,256 @@
+"""SQLAlchemy Core tables: the schema's only source. Alembic migrations are checked against it.
+
+Tables carry no schema name: every connection sets `search_path` to INGEST_DB_SCHEMA, so the
+same definitions serve any schema a user picks (see `ingest.db.engine`).
+Columns keep the API's field names; enumerations are `text` so a new API value is stored.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Double,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _ts(name: str, **kw: object) -> Column[object]:
+    return Column(name, DateTime(timezone=True), **kw)  # type: ignore[arg-type]
+
+
+def _uuid(name: str, **kw: object) -> Column[object]:
+    return Column(name, UUID(as_uuid=True), **kw)  # type: ignore[arg-type]
+
+
+versions = Table(
+    "versions",
+    metadata,
+    _uuid("id", primary_key=True),
+    Column("slug", Text),
+    _uuid("org_id"),
+    _uuid("use_case_id"),
+    Column("version_number", Integer),
+    Column("name", Text),
+    Column("is_published", Boolean),
+    Column("is_live", Boolean),
+    _uuid("source_version_id"),
+    _ts("timestamp"),
+    _ts("published_at"),
+    Column("is_deleted", Boolean),
+    Column("description", Text),
+    _uuid("created_by"),
+    # When the payload that last wrote this row was fetched: an older fetch never overwrites.
+    _ts("fetched_at", nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    _uuid("id", primary_key=True),
+    _uuid("org_id"),
+    _uuid("use_case_id"),
+    # No foreign key to versions: discovery lists a run (with its version_id) before the
+    # version itself has been fetched.
+    _uuid("version_id"),
+    Column("status", Text),
+    Column("annotation", Text),
+    _ts("timestamp"),
+    # Only GET /runs gives these two; discovery writes them, fetches keep them.
+    _ts("completed_at"),
+    Column("data", JSONB),
+    # When and what was fetched (NULL: listed by discovery, not fetched yet).
+    _ts("fetched_at"),
+    Column("payload_sha256", Text),
+    _ts("listed_at"),
+    _ts("updated_at", nullable=False, server_default=text("now()")),
+)
+Index("ix_runs_use_case_id_timestamp", runs.c.use_case_id, runs.c.timestamp)
+Index("ix_runs_timestamp", runs.c.timestamp)
+Index("ix_runs_status_timestamp", runs.c.status, runs.c.timestamp)
+Index("ix_runs_version_id", runs.c.version_id)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    _uuid("run_id", primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("type", Text),
+    _ts("timestamp"),
+    Column("integration_name", Text),
+    Column("event_name", Text),
+    Column("node_id", Text),
+    Column("output", JSONB),
+    ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+)
+
+event_intermediates = Table(
+    "event_intermediates",
+    metadata,
+    _uuid("run_id", primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    _uuid("id"),
+    _uuid("node_id"),
+    _uuid("event_id"),
+    _uuid("session_id"),
+    Column("name", Text),
+    Column("data", JSONB),
+    Column("error", Text),
+    _ts("timestamp"),
+    ForeignKeyConstraint(
+        ["run_id", "seq"], ["run_events.run_id", "run_events.seq"], ondelete="CASCADE"
+    ),
+)
+
+run_issues = Table(
+    "run_issues",
+    metadata,
+    _uuid("id", primary_key=True),
+    _uuid("use_case_id"),
+    _uuid("org_id"),
+    _uuid("run_id", nullable=False),
+    _uuid("run_version_id"),
+    Column("status", Text),
+    Column("priority", Text),
+    _ts("created_at"),
+    Column("type", Text),
+    _ts("updated_at"),
+    _uuid("assignee"),
+    _uuid("created_by"),
+    _uuid("updated_by"),
+    _uuid("message_id"),
+    Column("correction", Text),
+    Column("correction_reason", Text),
+    _uuid("northstar_id"),
+    ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+)
+Index("ix_run_issues_run_id", run_issues.c.run_id)
+Index("ix_run_issues_status_priority", run_issues.c.status, run_issues.c.priority)
+
+run_payloads = Table(
+    "run_payloads",
+    metadata,
+    _uuid("run_id", primary_key=True),
+    # The body exactly as received (bytes, not jsonb): reprocess must see what the API sent,
+    # including what jsonb cannot hold (NUL characters, duplicate keys).
+    Column("body", LargeBinary, nullable=False),
+    Column("sha256", Text, nullable=False),
+    _ts("fetched_at", nullable=False),
+    # Drift notes from normalisation: unknown fields, new enumeration values, repairs made.
+    Column("drift", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+)
+
+QUEUE_STATES = ("pending", "running", "done", "dead")
+
+ingest_queue = Table(
+    "ingest_queue",
+    metadata,
+    _uuid("run_id", primary_key=True),
+    Column("state", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    _ts("available_at", nullable=False, server_default=text("now()")),
+    Column("lease_owner", Text),
+    _ts("lease_expires_at"),
+    Column("last_error", Text),
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+    Column("source", Text, nullable=False, server_default=text("'manual'")),
+    # Set when a run is enqueued again while running: fetch it once more after this attempt.
+    Column("refresh_requested", Boolean, nullable=False, server_default=text("false")),
+    _ts("created_at", nullable=False, server_default=text("now()")),
+    _ts("updated_at", nullable=False, server_default=text("now()")),
+    _ts("finished_at"),
+    CheckConstraint("state IN ('pending', 'running', 'done', 'dead')", name="state_known"),
+)
+Index(
+    "ix_ingest_queue_due",
+    ingest_queue.c.priority.desc(),
+    ingest_queue.c.available_at,
+    postgresql_where=text("state = 'pending'"),
+)
+Index(
+    "ix_ingest_queue_lease",
+    ingest_queue.c.lease_expires_at,
+    postgresql_where=text("state = 'running'"),
+)
+Index("ix_ingest_queue_finished_at", ingest_queue.c.finished_at)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    _uuid("run_id", primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("http_status", Integer),
+    # The raw body that could not be stored (or the API's error body), exactly as received.
+    Column("body", LargeBinary),
+    Column("attempts", Integer, nullable=False),
+    _ts("created_at", nullable=False, server_default=text("now()")),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("name", Text, primary_key=True),
+    # A token bucket shared by every process on this database; workers take tokens in
+    # small grants, so the row is touched a few times a second, not once per request.
+    Column("tokens", Double, nullable=False),
+    Column("rate", Double, nullable=False),
+    Column("burst", Double, nullable=False),
+    # After a 429 the effective rate drops to rate * factor and climbs back gradually.
+    Column("factor", Double, nullable=False, server_default=text("1.0")),
+    _ts("paused_until"),
+    _ts("refilled_at", nullable=False, server_default=text("now()")),
+)
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("name", Text, primary_key=True),
+    _ts("watermark"),
+    _ts("updated_at", nullable=False, server_default=text("now()")),
+)
+
+discovery_windows = Table(
+    "discovery_windows",
+    metadata,
+    # One row per finished sub-window of a backfill, so an interrupted backfill resumes.
+    Column("scope", Text, primary_key=True),
+    _ts("window_start", primary_key=True),
+    _ts("window_end", nullable=False),
+    Column("runs_found", Integer, nullable=False),
+    _ts("finished_at", nullable=False, server_default=text("now()")),
+)
+
+ingest_batches = Table(
+    "ingest_batches",
+    metadata,
+    # One row per completed batch, for `status` throughput and the status page.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _ts("at", nullable=False, server_default=text("now()")),
+    Column("worker", Text, nullable=False),
+    Column("runs_done", Integer, nullable=False),
+    Column("runs_failed", Integer, nullable=False),
+    Column("rows_written", Integer, nullable=False),
+)
+Index("ix_ingest_batches_at", ingest_batches.c.at)

@@ -1,0 +1,1 @@
+"""Operating the product: status, metrics, health."""

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingest.config import ConfigError, Secret, load_settings
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_defaults_match_the_spec() -> None:
+    s = load_settings(environ={}, env_file=None)
+    assert s.database_url is None
+    assert s.db_schema == "happyrobot"
+    assert s.base_url == "https://platform.happyrobot.ai/api/v1"
+    assert (s.rate_limit, s.concurrency, s.max_attempts) == (10.0, 16, 8)
+    assert s.api_key is None and s.org_id is None
+
+
+def test_flags_beat_environment_which_beats_dotenv(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("INGEST_RATE_LIMIT=3\nINGEST_CONCURRENCY=4\nINGEST_MAX_ATTEMPTS=5\n")
+    s = load_settings(
+        flags={"rate_limit": "7"},
+        environ={"INGEST_CONCURRENCY": "9"},
+        env_file=env_file,
+    )
+    assert (s.rate_limit, s.concurrency, s.max_attempts) == (7.0, 9, 5)
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "fragment"),
+    [
+        ("DATABASE_URL", "not a url at all", "DATABASE_URL"),
+        ("DATABASE_URL", "mysql://u@h/db", "not PostgreSQL"),
+        ("DATABASE_URL", "postgresql://u@h", "names no database"),
+        ("INGEST_RATE_LIMIT", "-1", "greater than 0"),
+        ("INGEST_RATE_LIMIT", "0", "greater than 0"),
+        ("INGEST_RATE_LIMIT", "fast", "not a number"),
+        ("INGEST_RATE_LIMIT", "nan", "greater than 0"),
+        ("INGEST_CONCURRENCY", "1.5", "not a number"),
+        ("INGEST_DB_SCHEMA", "Robert'); DROP", "identifier"),
+        ("HAPPYROBOT_ORG_ID", "../x", "not a UUID"),
+        ("HAPPYROBOT_BASE_URL", "ftp://x", "http(s)"),
+        ("INGEST_LOG_FORMAT", "xml", "json"),
+    ],
+)
+def test_bad_values_name_the_variable(var: str, value: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={var: value}, env_file=None)
+    assert info.value.variable == var
+    assert fragment in str(info.value)
+
+
+def test_secrets_never_show_in_repr() -> None:
+    s = load_settings(
+        environ={
+            "HAPPYROBOT_API_KEY": "sk-very-secret-key",
+            "DATABASE_URL": "postgresql://bob:hunter2pass@db.example/prod",
+        },
+        env_file=None,
+    )
+    assert isinstance(s.api_key, Secret)
+    text = repr(s) + str(s) + repr(s.api_key) + s.database_url_redacted
+    assert "sk-very-secret-key" not in text
+    assert "hunter2pass" not in text
+    assert "bob" in s.database_url_redacted
+
+
+@pytest.mark.parametrize(
+    ("args", "env_extra", "fragment"),
+    [
+        (["status"], {"DATABASE_URL": "postgresql://u:topsecret@/"}, "DATABASE_URL"),
+        (["status"], {"INGEST_RATE_LIMIT": "-5"}, "INGEST_RATE_LIMIT"),
+        (["status", "--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
+        (["--rate-limit", "-1", "status"], {}, "INGEST_RATE_LIMIT"),
+    ],
+)
+def test_cli_bad_configuration_exits_2_with_one_line(
+    args: list[str], env_extra: dict[str, str], fragment: str, tmp_path: Path
+) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "HAPPYROBOT_"))}
+    env.pop("DATABASE_URL", None)
+    env.update(env_extra)
+    env["INGEST_DATA_DIR"] = str(tmp_path / "never-started")
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+    assert "topsecret" not in result.stderr
+    # Rejected before any work: the embedded server was never started.
+    assert not (tmp_path / "never-started").exists()
