@@ -178,6 +178,9 @@ ingest_queue = Table(
     Column("source", Text, nullable=False, server_default=text("'manual'")),
     # Set when a run is enqueued again while running: fetch it once more after this attempt.
     Column("refresh_requested", Boolean, nullable=False, server_default=text("false")),
+    # Pending only to poll a run that is not terminal yet (scheduled/running upstream):
+    # `worker --drain` does not wait for these.
+    Column("awaiting_terminal", Boolean, nullable=False, server_default=text("false")),
     _ts("created_at", nullable=False, server_default=text("now()")),
     _ts("updated_at", nullable=False, server_default=text("now()")),
     _ts("finished_at"),

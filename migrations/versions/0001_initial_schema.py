@@ -83,6 +83,9 @@ def upgrade() -> None:
             "refresh_requested", sa.Boolean(), server_default=sa.text("false"), nullable=False
         ),
         sa.Column(
+            "awaiting_terminal", sa.Boolean(), server_default=sa.text("false"), nullable=False
+        ),
+        sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
