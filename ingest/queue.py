@@ -1,0 +1,389 @@
+"""Every SQL statement about `ingest_queue` (and its dead letters) lives here.
+
+A run's life: pending -> (claim) running under a lease -> done | pending again (retry with
+backoff, or a poll of a run not terminal yet) | dead (with a reason and the raw body).
+Workers never write SQL; they call these functions.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ingest.db.engine import driver_connection
+
+# Retry backoff for failed attempts, in the queue (not holding a lease): 2 s, 4 s, ... 15 min.
+BACKOFF_BASE_S = 2.0
+BACKOFF_CAP_S = 900.0
+
+
+def notify_channel(schema: str) -> str:
+    return f"hr_ingest_{schema}"
+
+
+def retry_delay(attempts: int) -> float:
+    """Exponential backoff with full jitter (never below a second)."""
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1))
+    return max(1.0, random.uniform(0, ceiling))
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    run_id: uuid.UUID
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    added: int
+    refreshed: int  # done (or polling) runs scheduled for a fresh fetch now
+    unchanged: int  # already pending, running (marked for one more fetch), or dead
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """A run stored fine but not terminal upstream yet: poll it again after `delay_s`."""
+
+    run_id: uuid.UUID
+    delay_s: float
+
+
+async def _current_schema(db: Any) -> str:
+    return str(await db.fetchval("SELECT current_schema()"))
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    run_ids: Sequence[uuid.UUID],
+    *,
+    source: str = "manual",
+    priority: int = 0,
+) -> EnqueueResult:
+    """Add run IDs in bulk (COPY into a temp table, then one upsert). Idempotent.
+
+    A pending run keeps its place; a done run is scheduled for a refresh; a running run is
+    fetched once more after its current attempt; a dead run stays dead (see retry-dead).
+    """
+    if not run_ids:
+        return EnqueueResult(0, 0, 0)
+    db = await driver_connection(conn)
+    await db.execute("CREATE TEMP TABLE IF NOT EXISTS _enqueue (run_id uuid) ON COMMIT DELETE ROWS")
+    await db.copy_records_to_table("_enqueue", records=[(r,) for r in run_ids])
+    row = await db.fetchrow(
+        """
+        WITH upserted AS (
+            INSERT INTO ingest_queue AS q (run_id, source, priority)
+            SELECT DISTINCT run_id, $1::text, $2::smallint FROM _enqueue
+            ON CONFLICT (run_id) DO UPDATE SET
+                state = CASE WHEN q.state = 'running' THEN 'running' ELSE 'pending' END,
+                refresh_requested = q.state = 'running',
+                available_at = CASE WHEN q.state = 'running' THEN q.available_at ELSE now() END,
+                attempts = CASE WHEN q.state = 'running' THEN q.attempts ELSE 0 END,
+                awaiting_terminal = false,
+                priority = greatest(q.priority, excluded.priority),
+                updated_at = now()
+            WHERE q.state IN ('done', 'running')
+               OR (q.state = 'pending' AND q.awaiting_terminal)
+            RETURNING (xmax = 0) AS inserted
+        )
+        SELECT count(*) FILTER (WHERE inserted) AS added,
+               count(*) FILTER (WHERE NOT inserted) AS touched,
+               (SELECT count(DISTINCT run_id) FROM _enqueue) AS total
+        FROM upserted
+        """,
+        source,
+        priority,
+    )
+    await db.execute(f"NOTIFY {notify_channel(await _current_schema(db))}")
+    added, touched, total = row["added"], row["touched"], row["total"]
+    return EnqueueResult(added=added, refreshed=touched, unchanged=total - added - touched)
+
+
+async def claim(conn: AsyncConnection, owner: str, limit: int, lease_s: float) -> list[Claim]:
+    """Take up to `limit` due runs under a lease; SKIP LOCKED so workers never collide."""
+    db = await driver_connection(conn)
+    rows = await db.fetch(
+        """
+        WITH due AS (
+            SELECT run_id FROM ingest_queue
+            WHERE state = 'pending' AND available_at <= now()
+            ORDER BY priority DESC, available_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE ingest_queue q
+        SET state = 'running', lease_owner = $2,
+            lease_expires_at = now() + make_interval(secs => $3),
+            attempts = q.attempts + 1, awaiting_terminal = false, updated_at = now()
+        FROM due WHERE q.run_id = due.run_id
+        RETURNING q.run_id, q.attempts
+        """,
+        limit,
+        owner,
+        lease_s,
+    )
+    return [Claim(r["run_id"], r["attempts"]) for r in rows]
+
+
+async def reclaim_expired(conn: AsyncConnection) -> int:
+    """Put runs whose lease ran out (their worker died) back in line; returns how many."""
+    db = await driver_connection(conn)
+    status = await db.execute(
+        """
+        UPDATE ingest_queue SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL,
+            available_at = now(), updated_at = now()
+        WHERE run_id IN (
+            SELECT run_id FROM ingest_queue
+            WHERE state = 'running' AND lease_expires_at < now()
+            FOR UPDATE SKIP LOCKED
+        )
+        """
+    )
+    return int(status.split()[-1])
+
+
+async def renew(
+    conn: AsyncConnection, owner: str, run_ids: Sequence[uuid.UUID], lease_s: float
+) -> set[uuid.UUID]:
+    """Extend our leases; returns the runs we still hold (a lost one must not be completed)."""
+    if not run_ids:
+        return set()
+    db = await driver_connection(conn)
+    rows = await db.fetch(
+        """
+        UPDATE ingest_queue SET lease_expires_at = now() + make_interval(secs => $3)
+        WHERE run_id = ANY($1::uuid[]) AND state = 'running' AND lease_owner = $2
+        RETURNING run_id
+        """,
+        list(run_ids),
+        owner,
+        lease_s,
+    )
+    return {r["run_id"] for r in rows}
+
+
+async def complete(
+    conn: AsyncConnection,
+    owner: str,
+    done: Sequence[uuid.UUID],
+    polls: Sequence[Requeue] = (),
+) -> int:
+    """Mark stored runs done (or pending again to poll a non-terminal run), in the caller's
+    transaction so the rows and the queue agree. A run enqueued again while it ran goes
+    back to pending for one more fetch. Returns how many rows we still held."""
+    db = await driver_connection(conn)
+    n = 0
+    if done:
+        status = await db.execute(
+            """
+            UPDATE ingest_queue SET
+                state = CASE WHEN refresh_requested THEN 'pending' ELSE 'done' END,
+                available_at = now(), refresh_requested = false, attempts = 0,
+                lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,
+                finished_at = now(), updated_at = now()
+            WHERE run_id = ANY($1::uuid[]) AND state = 'running' AND lease_owner = $2
+            """,
+            list(done),
+            owner,
+        )
+        n += int(status.split()[-1])
+    if polls:
+        status = await db.execute(
+            """
+            UPDATE ingest_queue q SET
+                state = 'pending', awaiting_terminal = NOT q.refresh_requested,
+                available_at = CASE WHEN q.refresh_requested THEN now()
+                                    ELSE now() + make_interval(secs => p.delay) END,
+                refresh_requested = false, attempts = 0,
+                lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,
+                finished_at = now(), updated_at = now()
+            FROM unnest($1::uuid[], $2::float8[]) AS p(run_id, delay)
+            WHERE q.run_id = p.run_id AND q.state = 'running' AND q.lease_owner = $3
+            """,
+            [p.run_id for p in polls],
+            [p.delay_s for p in polls],
+            owner,
+        )
+        n += int(status.split()[-1])
+    return n
+
+
+async def fail(
+    conn: AsyncConnection,
+    owner: str,
+    run_id: uuid.UUID,
+    error: str,
+    *,
+    max_attempts: int,
+    retry_after_s: float | None = None,
+    http_status: int | None = None,
+    body: bytes | None = None,
+) -> str:
+    """A failed attempt: schedule the next one with backoff, or dead-letter the run once it
+    has had `max_attempts`. Returns the new state ('pending', 'dead', or '' if not ours)."""
+    db = await driver_connection(conn)
+    attempts = await db.fetchval(
+        "SELECT attempts FROM ingest_queue WHERE run_id = $1 AND state = 'running'"
+        " AND lease_owner = $2 FOR UPDATE",
+        run_id,
+        owner,
+    )
+    if attempts is None:
+        return ""
+    if attempts >= max_attempts:
+        await dead_letter(
+            conn, owner, run_id, f"{error} (after {attempts} attempts)", http_status, body
+        )
+        return "dead"
+    delay = max(retry_after_s or 0.0, retry_delay(attempts))
+    await db.execute(
+        """
+        UPDATE ingest_queue SET state = 'pending', last_error = $3,
+            available_at = now() + make_interval(secs => $4),
+            lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+        WHERE run_id = $1 AND lease_owner = $2
+        """,
+        run_id,
+        owner,
+        error,
+        delay,
+    )
+    return "pending"
+
+
+async def dead_letter(
+    conn: AsyncConnection,
+    owner: str,
+    run_id: uuid.UUID,
+    reason: str,
+    http_status: int | None = None,
+    body: bytes | None = None,
+) -> bool:
+    """Give up on a run for good: state dead, and the reason with the raw body kept."""
+    db = await driver_connection(conn)
+    attempts = await db.fetchval(
+        """
+        UPDATE ingest_queue SET state = 'dead', last_error = $3, lease_owner = NULL,
+            lease_expires_at = NULL, refresh_requested = false, finished_at = now(),
+            updated_at = now()
+        WHERE run_id = $1 AND state = 'running' AND lease_owner = $2
+        RETURNING attempts
+        """,
+        run_id,
+        owner,
+        reason,
+    )
+    if attempts is None:
+        return False
+    await db.execute(
+        """
+        INSERT INTO dead_letters (run_id, reason, http_status, body, attempts)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (run_id) DO UPDATE SET reason = excluded.reason,
+            http_status = excluded.http_status, body = excluded.body,
+            attempts = excluded.attempts, created_at = now()
+        """,
+        run_id,
+        reason,
+        http_status,
+        body,
+        attempts,
+    )
+    return True
+
+
+async def release(conn: AsyncConnection, owner: str, run_ids: Iterable[uuid.UUID]) -> int:
+    """Hand back claims we never started (shutdown, or the API key was refused): they did
+    not use an attempt."""
+    ids = list(run_ids)
+    if not ids:
+        return 0
+    db = await driver_connection(conn)
+    status = await db.execute(
+        """
+        UPDATE ingest_queue SET state = 'pending', attempts = greatest(attempts - 1, 0),
+            lease_owner = NULL, lease_expires_at = NULL, available_at = now(),
+            updated_at = now()
+        WHERE run_id = ANY($1::uuid[]) AND state = 'running' AND lease_owner = $2
+        """,
+        ids,
+        owner,
+    )
+    return int(status.split()[-1])
+
+
+async def retry_dead(conn: AsyncConnection, run_ids: Sequence[uuid.UUID] | None = None) -> int:
+    """Move dead runs (all, or these) back to pending with a fresh set of attempts."""
+    db = await driver_connection(conn)
+    rows = await db.fetch(
+        """
+        UPDATE ingest_queue SET state = 'pending', attempts = 0, available_at = now(),
+            finished_at = NULL, updated_at = now()
+        WHERE state = 'dead' AND ($1::uuid[] IS NULL OR run_id = ANY($1::uuid[]))
+        RETURNING run_id
+        """,
+        None if run_ids is None else list(run_ids),
+    )
+    ids = [r["run_id"] for r in rows]
+    await db.execute("DELETE FROM dead_letters WHERE run_id = ANY($1::uuid[])", ids)
+    if ids:
+        await db.execute(f"NOTIFY {notify_channel(await _current_schema(db))}")
+    return len(ids)
+
+
+async def outstanding(conn: AsyncConnection) -> int:
+    """Runs `worker --drain` still waits for: running, or pending for any reason but a
+    poll of a run that is not terminal upstream yet (retries count, however far off)."""
+    db = await driver_connection(conn)
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM ingest_queue"
+            " WHERE state = 'running' OR (state = 'pending' AND NOT awaiting_terminal)"
+        )
+    )
+
+
+async def next_due_in(conn: AsyncConnection) -> float | None:
+    """Seconds until the next pending run is due (0 if one is due now), None if none."""
+    db = await driver_connection(conn)
+    value = await db.fetchval(
+        "SELECT extract(epoch FROM min(available_at) - now()) FROM ingest_queue"
+        " WHERE state = 'pending'"
+    )
+    return None if value is None else max(0.0, float(value))
+
+
+async def record_batch(
+    conn: AsyncConnection, worker: str, runs_done: int, runs_failed: int, rows: int
+) -> None:
+    db = await driver_connection(conn)
+    await db.execute(
+        "INSERT INTO ingest_batches (worker, runs_done, runs_failed, rows_written)"
+        " VALUES ($1, $2, $3, $4)",
+        worker,
+        runs_done,
+        runs_failed,
+        rows,
+    )
+
+
+async def listen(conn: AsyncConnection, on_work: Callable[[], None]) -> Callable[[], Any]:
+    """LISTEN for new work on `conn` (held for the worker's life). Returns an async
+    function that stops listening before the connection goes back to the pool."""
+    db = await driver_connection(conn)
+    channel = notify_channel(await _current_schema(db))
+
+    def callback(*_: object) -> None:
+        on_work()
+
+    await db.add_listener(channel, callback)
+
+    async def stop() -> None:
+        await db.remove_listener(channel, callback)
+
+    return stop

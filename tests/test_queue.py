@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest import queue
+
+
+def ids(n: int) -> list[uuid.UUID]:
+    return [uuid.uuid4() for _ in range(n)]
+
+
+async def states(engine: AsyncEngine) -> dict[uuid.UUID, tuple[str, int, bool]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT run_id, state, attempts, refresh_requested FROM ingest_queue")
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+async def test_enqueue_is_idempotent_and_deduplicates(engine: AsyncEngine) -> None:
+    batch = ids(50)
+    async with engine.begin() as conn:
+        first = await queue.enqueue(conn, batch + batch[:10])
+    assert (first.added, first.refreshed, first.unchanged) == (50, 0, 0)
+    async with engine.begin() as conn:
+        again = await queue.enqueue(conn, batch)
+    assert (again.added, again.refreshed, again.unchanged) == (0, 0, 50)
+    assert {s for s, _, _ in (await states(engine)).values()} == {"pending"}
+
+
+async def test_enqueue_of_done_schedules_refresh_and_of_running_refetches_after(
+    engine: AsyncEngine,
+) -> None:
+    a, b = ids(2)
+    async with engine.begin() as conn:
+        await queue.enqueue(conn, [a, b])
+        claims = await queue.claim(conn, "w1", 10, 60)
+    assert {c.run_id for c in claims} == {a, b}
+    async with engine.begin() as conn:
+        await queue.complete(conn, "w1", [a])
+    async with engine.begin() as conn:
+        result = await queue.enqueue(conn, [a, b])
+    assert result.refreshed == 2
+    st = await states(engine)
+    assert st[a] == ("pending", 0, False)
+    assert st[b][0] == "running" and st[b][2] is True
+    # b finishes its current attempt, then goes round once more instead of ending done.
+    async with engine.begin() as conn:
+        await queue.complete(conn, "w1", [b])
+    assert (await states(engine))[b][0] == "pending"
+
+
+async def test_concurrent_claims_never_share_a_run(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await queue.enqueue(conn, ids(300))
+
+    async def claimer(name: str) -> list[uuid.UUID]:
+        got: list[uuid.UUID] = []
+        while True:
+            async with engine.begin() as conn:
+                claims = await queue.claim(conn, name, 7, 60)
+            if not claims:
+                return got
+            got += [c.run_id for c in claims]
+
+    results = await asyncio.gather(*(claimer(f"w{i}") for i in range(4)))
+    flat = [r for got in results for r in got]
+    assert len(flat) == 300 == len(set(flat))
+
+
+async def test_expired_lease_is_reclaimed_and_old_owner_cannot_complete(
+    engine: AsyncEngine,
+) -> None:
+    (run,) = ids(1)
+    async with engine.begin() as conn:
+        await queue.enqueue(conn, [run])
+        await queue.claim(conn, "crashed", 1, 0.05)
+    await asyncio.sleep(0.2)
+    async with engine.begin() as conn:
+        assert await queue.reclaim_expired(conn) == 1
+        (claim,) = await queue.claim(conn, "alive", 1, 60)
+    assert claim.attempt == 2
+    async with engine.begin() as conn:
+        assert await queue.complete(conn, "crashed", [run]) == 0
+        assert await queue.renew(conn, "crashed", [run], 60) == set()
+        assert await queue.renew(conn, "alive", [run], 60) == {run}
+        assert await queue.complete(conn, "alive", [run]) == 1
+    assert (await states(engine))[run][0] == "done"
+
+
+async def test_failures_back_off_then_dead_letter_with_body(engine: AsyncEngine) -> None:
+    (run,) = ids(1)
+    async with engine.begin() as conn:
+        await queue.enqueue(conn, [run])
+    for attempt in range(1, 4):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE ingest_queue SET available_at = now()"))
+            (claim,) = await queue.claim(conn, "w", 1, 60)
+            assert claim.attempt == attempt
+            state = await queue.fail(
+                conn, "w", run, "HTTP 503", max_attempts=3, http_status=503, body=b"oops"
+            )
+        assert state == ("dead" if attempt == 3 else "pending")
+        if state == "pending":
+            async with engine.connect() as conn:
+                due = (
+                    await conn.execute(
+                        text("SELECT available_at > now(), last_error FROM ingest_queue")
+                    )
+                ).one()
+            assert due == (True, "HTTP 503")
+    async with engine.connect() as conn:
+        dead = (
+            await conn.execute(text("SELECT reason, http_status, body, attempts FROM dead_letters"))
+        ).one()
+    assert dead == ("HTTP 503 (after 3 attempts)", 503, b"oops", 3)
+    async with engine.begin() as conn:
+        assert await queue.retry_dead(conn) == 1
+    assert (await states(engine))[run] == ("pending", 0, False)
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM dead_letters"))).scalar() == 0
+
+
+async def test_release_gives_the_attempt_back(engine: AsyncEngine) -> None:
+    batch = ids(3)
+    async with engine.begin() as conn:
+        await queue.enqueue(conn, batch)
+        await queue.claim(conn, "w", 3, 60)
+        assert await queue.release(conn, "w", batch) == 3
+    assert all(v == ("pending", 0, False) for v in (await states(engine)).values())
+
+
+async def test_drain_does_not_wait_for_polls_of_unfinished_runs(engine: AsyncEngine) -> None:
+    a, b = ids(2)
+    async with engine.begin() as conn:
+        await queue.enqueue(conn, [a, b])
+        await queue.claim(conn, "w", 2, 60)
+        assert await queue.outstanding(conn) == 2
+        await queue.complete(conn, "w", [a], [queue.Requeue(b, 3600)])
+        assert await queue.outstanding(conn) == 0
+        assert await queue.next_due_in(conn) > 3000
+
+
+async def test_claim_uses_the_partial_index_however_many_runs_are_done(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO ingest_queue (run_id, state, finished_at)"
+                " SELECT gen_random_uuid(), 'done', now() FROM generate_series(1, 50000)"
+            )
+        )
+        await queue.enqueue(conn, ids(20))
+        await conn.execute(text("ANALYZE ingest_queue"))
+        plan = "\n".join(
+            r[0]
+            for r in await conn.execute(
+                text(
+                    "EXPLAIN SELECT run_id FROM ingest_queue"
+                    " WHERE state = 'pending' AND available_at <= now()"
+                    " ORDER BY priority DESC, available_at LIMIT 100 FOR UPDATE SKIP LOCKED"
+                )
+            )
+        )
+    assert "ix_ingest_queue_due" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+async def test_enqueue_notifies_listeners(engine: AsyncEngine) -> None:
+    woke = asyncio.Event()
+    async with engine.connect() as listener:
+        stop = await queue.listen(listener, woke.set)
+        async with engine.begin() as conn:
+            await queue.enqueue(conn, ids(1))
+        await asyncio.wait_for(woke.wait(), 5)
+        await stop()
