@@ -122,9 +122,8 @@ async def _db(args: argparse.Namespace, settings: Settings) -> int:
         elif args.action == "downgrade":
             await migrate.downgrade(engine, args.revision or "base")
         rev = await migrate.current_revision(engine)
-        print(
-            f"schema {settings.db_schema} at revision {rev or 'base'} ({settings.database_url_redacted})"
-        )
+        where = settings.database_url_redacted
+        print(f"schema {settings.db_schema} at revision {rev or 'base'} ({where})")
     finally:
         await engine.dispose()
     return EXIT_OK
