@@ -1,0 +1,394 @@
+"""Deterministic synthetic runs, shaped like the HappyRobot API's, rendered to bytes once.
+
+Everything derives from one seed: the use cases and their version pools, every run's id,
+status and timeline, and (lazily, from a per-run seed) its events and issues. A run's body is
+rendered on its first fetch and cached; it is re-rendered only when the run progresses
+(scheduled -> running -> finished -> reviewed), which happens on each later successful fetch.
+Times are relative to `now` (the wall clock unless pinned), so `discover --since` windows
+work; pin `now` too for byte-identical output across processes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+RUN_STATUSES = ("scheduled", "running", "completed", "canceled", "failed")
+TERMINAL_STATUSES = ("completed", "canceled", "failed")
+# Stages a run goes through, one per successful fetch: the body differs at each.
+SCHEDULED, RUNNING, FINISHED, REVIEWED = 0, 1, 2, 3
+
+_USE_CASES = 4
+_VERSIONS_PER_USE_CASE = 10
+_INTEGRATIONS = ("twilio", "openai", "deepgram", "salesforce", "mcleod", "webhook", "email")
+_EVENT_NAMES = (
+    "call_started",
+    "transcript_chunk",
+    "llm_response",
+    "tool_call",
+    "load_lookup",
+    "rate_negotiation",
+    "transfer",
+    "call_ended",
+)
+_WORDS = [
+    "load",
+    "carrier",
+    "rate",
+    "lane",
+    "pickup",
+    "delivery",
+    "dispatcher",
+    "broker",
+    "trailer",
+    "reefer",
+    "dry",
+    "van",
+    "flatbed",
+    "miles",
+    "eta",
+    "confirm",
+    "booking",
+    "detention",
+    "lumper",
+    "invoice",
+    "driver",
+]
+_JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+
+_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _uuid(rng: random.Random) -> str:
+    """A random version-4 UUID as text (uuid.UUID objects cost a third of rendering time)."""
+    h = f"{rng.getrandbits(128) & _V4_CLEAR | _V4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# Text comes from a fixed pool: drawing words one by one made rendering cost ~1 ms per run,
+# too slow for a simulator sharing two cores with a pipeline doing 800 runs/s.
+_POOL_RNG = random.Random(0)
+_TEXT_POOL = [
+    [" ".join(_POOL_RNG.choice(_WORDS) for _ in range(n)) for _ in range(16)] for n in range(61)
+]
+
+
+def _sentence(rng: random.Random, words: int) -> str:
+    return _TEXT_POOL[words][rng.getrandbits(4)]
+
+
+@dataclass
+class UseCase:
+    id: str
+    org_id: str
+    versions: list[dict[str, Any]]
+
+
+@dataclass
+class SimRun:
+    """One run's fixed facts; its events and issues come from `seed` when rendered."""
+
+    id: uuid.UUID
+    key: str  # str(id): the path segment, so a lookup needs no UUID parsing
+    use_case: UseCase
+    version: dict[str, Any]
+    seed: int
+    timestamp: datetime
+    duration_s: float
+    final_status: str
+    stage: int
+    n_events: int
+    data: dict[str, Any]
+    fetches: int = 0
+    body: bytes | None = None  # cache for `stage`; None: render on next fetch
+
+    @property
+    def status(self) -> str:
+        return ("scheduled", "running")[self.stage] if self.stage < FINISHED else self.final_status
+
+    @property
+    def completed_at(self) -> datetime | None:
+        if self.stage < FINISHED:
+            return None
+        return self.timestamp + timedelta(seconds=self.duration_s)
+
+    @property
+    def annotation(self) -> str | None:
+        if self.stage < FINISHED or self.seed % 7 == 0:
+            return None
+        return ("correct", "correct", "correct", "incorrect", "critical")[self.seed % 5]
+
+
+@dataclass
+class RunSet:
+    """The simulated organisation's runs, ordered by timestamp for GET /runs."""
+
+    seed: int
+    now: datetime
+    org_id: str = field(init=False)
+    use_cases: list[UseCase] = field(init=False)
+    by_key: dict[str, SimRun] = field(init=False, default_factory=dict)
+    _order: list[tuple[datetime, str]] = field(init=False, default_factory=list)
+    _rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self.org_id = _uuid(self._rng)
+        self.use_cases = [self._use_case() for _ in range(_USE_CASES)]
+
+    def _use_case(self) -> UseCase:
+        rng, uc_id = self._rng, _uuid(self._rng)
+        author = _uuid(rng)
+        versions: list[dict[str, Any]] = []
+        start = self.now - timedelta(days=90)
+        for n in range(1, _VERSIONS_PER_USE_CASE + 1):
+            created = start + timedelta(days=8 * n, seconds=rng.randrange(86400))
+            published = rng.random() < 0.8
+            versions.append(
+                {
+                    "id": _uuid(rng),
+                    "slug": f"v{n}-{rng.choice(_WORDS)}",
+                    "org_id": self.org_id,
+                    "use_case_id": uc_id,
+                    "version_number": n,
+                    "name": f"Version {n}",
+                    "is_published": published,
+                    "is_live": n == _VERSIONS_PER_USE_CASE,
+                    "source_version_id": versions[-1]["id"] if versions else None,
+                    "timestamp": created,
+                    "published_at": created + timedelta(hours=2) if published else None,
+                    "is_deleted": False,
+                    "description": _sentence(rng, 12) if rng.random() < 0.7 else None,
+                    "created_by": author,
+                }
+            )
+        return UseCase(uc_id, self.org_id, versions)
+
+    def add(self, n: int, *, start: datetime, end: datetime) -> list[SimRun]:
+        """n new runs with timestamps spread over [start, end]."""
+        rng, span = self._rng, max((end - start).total_seconds(), 0.0)
+        added = []
+        for _ in range(n):
+            uc = rng.choice(self.use_cases)
+            # Recent versions carry most traffic, so many runs share each version.
+            version = uc.versions[-1 - min(int(rng.expovariate(0.6)), _VERSIONS_PER_USE_CASE - 1)]
+            roll = rng.random()
+            final = "completed" if roll < 0.85 else "failed" if roll < 0.93 else "canceled"
+            stage_roll = rng.random()
+            stage = SCHEDULED if stage_roll < 0.04 else RUNNING if stage_roll < 0.08 else FINISHED
+            key = _uuid(rng)
+            run = SimRun(
+                id=uuid.UUID(key),
+                key=key,
+                use_case=uc,
+                version=version,
+                seed=rng.getrandbits(63),
+                timestamp=start + timedelta(seconds=rng.random() * span),
+                duration_s=rng.uniform(30, 900),
+                final_status=final,
+                stage=stage,
+                n_events=rng.randint(20, 40),
+                data={
+                    "load_id": f"L{rng.randrange(10**6):06d}",
+                    "carrier_mc": rng.randrange(100000, 999999),
+                    "rate_usd": round(rng.uniform(400, 4000), 2),
+                    "lane": f"{rng.choice(_WORDS)}-{rng.choice(_WORDS)}",
+                },
+            )
+            self.by_key[run.key] = run
+            bisect.insort(self._order, (run.timestamp, run.key))
+            added.append(run)
+        return added
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def ids(self) -> list[uuid.UUID]:
+        return [self.by_key[key].id for _, key in self._order]
+
+    def body(self, run: SimRun) -> bytes:
+        """The body at the run's current stage, without moving it on."""
+        if run.body is None:
+            run.body = orjson.dumps(render_run(run), option=_JSON)
+        return run.body
+
+    def fetch(self, run: SimRun) -> bytes:
+        """The body for this successful fetch; the run then moves on a stage for the next one."""
+        run.fetches += 1
+        body = self.body(run)
+        if run.stage < REVIEWED:
+            run.stage += 1
+            run.body = None
+        return body
+
+    def query(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        use_case_id: str | None,
+        status: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        completed_start: datetime | None,
+        completed_end: datetime | None,
+        descending: bool,
+    ) -> list[dict[str, Any]]:
+        """One page of GET /runs; time bounds are inclusive at both ends."""
+        lo = 0 if start is None else bisect.bisect_left(self._order, (start, ""))
+        hi = len(self._order)
+        if end is not None:
+            hi = bisect.bisect_right(self._order, (end, "\uffff"))
+        indexes: Iterator[int] = iter(range(hi - 1, lo - 1, -1) if descending else range(lo, hi))
+        page: list[dict[str, Any]] = []
+        skipped = 0
+        for i in indexes:
+            run = self.by_key[self._order[i][1]]
+            if use_case_id is not None and run.use_case.id != use_case_id:
+                continue
+            if status is not None and run.status != status:
+                continue
+            if completed_start is not None or completed_end is not None:
+                done = run.completed_at
+                if done is None:
+                    continue
+                if (completed_start is not None and done < completed_start) or (
+                    completed_end is not None and done > completed_end
+                ):
+                    continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            page.append(list_item(run))
+            if len(page) >= limit:
+                break
+        return page
+
+
+def list_item(run: SimRun) -> dict[str, Any]:
+    done = run.completed_at
+    return {
+        "id": run.id,
+        "org_id": run.use_case.org_id,
+        "use_case_id": run.use_case.id,
+        "version_id": run.version["id"],
+        "status": run.status,
+        "annotation": run.annotation,
+        "timestamp": run.timestamp,
+        "completed_at": None if done is None else done,
+        "data": run.data,
+    }
+
+
+def render_run(run: SimRun) -> dict[str, Any]:
+    """The GET /runs/{id} body at the run's current stage (deterministic from run.seed)."""
+    rng = random.Random(run.seed)
+    # Draw every event even when only a prefix is visible: a run's first events never change.
+    events = [_event(rng, run, seq) for seq in range(run.n_events)]
+    visible = {SCHEDULED: 0, RUNNING: run.n_events // 2}.get(run.stage, run.n_events)
+    body: dict[str, Any] = {
+        "id": run.id,
+        "org_id": run.use_case.org_id,
+        "use_case_id": run.use_case.id,
+        "version_id": run.version["id"],
+        "status": run.status,
+        "annotation": run.annotation,
+        "timestamp": run.timestamp,
+        "events": events[:visible],
+        "issues": _issues(rng, run) if run.stage >= FINISHED else [],
+        "version": run.version,
+    }
+    # Real payloads drop optional fields now and then; normalisation must cope.
+    if run.seed % 23 == 0:
+        del body["annotation"]
+    if run.seed % 41 == 0:
+        body["version"] = None
+    return body
+
+
+def _event(rng: random.Random, run: SimRun, seq: int) -> dict[str, Any]:
+    at = run.timestamp + timedelta(seconds=run.duration_s * (seq + rng.random()) / run.n_events)
+    event: dict[str, Any] = {
+        "type": "action" if rng.random() < 0.85 else "message",
+        "timestamp": at,
+        "integration_name": rng.choice(_INTEGRATIONS),
+        "event_name": rng.choice(_EVENT_NAMES),
+        "intermediate": None,
+        "output": {
+            "text": _sentence(rng, rng.randint(8, 40)),
+            "confidence": round(rng.random(), 4),
+            "tokens": rng.randint(10, 900),
+        },
+        "node_id": f"node-{rng.randrange(64)}",
+    }
+    roll = rng.random()
+    if roll < 0.85:
+        event["intermediate"] = {
+            "id": _uuid(rng),
+            "run_id": run.id,
+            "node_id": _uuid(rng),
+            "event_id": _uuid(rng),
+            "session_id": _uuid(rng),
+            "name": rng.choice(_EVENT_NAMES),
+            "data": {
+                "prompt": _sentence(rng, rng.randint(10, 60)),
+                "latency_ms": round(rng.uniform(20, 2500), 1),
+                "params": {"temperature": round(rng.random(), 2), "model": "gpt-4o"},
+            },
+            "error": "upstream timeout" if rng.random() < 0.03 else None,
+            "timestamp": at,
+        }
+    elif roll < 0.92:
+        del event["intermediate"]
+    if rng.random() < 0.05:
+        event["integration_name"] = None
+    return event
+
+
+def _issues(rng: random.Random, run: SimRun) -> list[dict[str, Any]]:
+    issues = []
+    for _ in range(rng.choice((0, 0, 0, 1, 1, 2, 3, 4))):
+        created = run.timestamp + timedelta(seconds=run.duration_s + rng.uniform(60, 7200))
+        reviewed = run.stage >= REVIEWED
+        # Drawn whatever the stage, so later draws (the ids) stay the same once reviewed.
+        outcome = rng.choice(("approved", "closed", "rejected"))
+        issues.append(
+            {
+                "id": _uuid(rng),
+                "use_case_id": run.use_case.id,
+                "org_id": run.use_case.org_id,
+                "run_id": run.id,
+                "run_version_id": run.version["id"],
+                "status": outcome if reviewed else "open",
+                "priority": rng.choice(("low", "medium", "high")),
+                "created_at": created,
+                "type": rng.choice(
+                    (
+                        "transcriber",
+                        "message",
+                        "tool_call",
+                        "end_of_sentence",
+                        "run",
+                        "interruption",
+                    )
+                ),
+                "updated_at": created + timedelta(hours=1 if reviewed else 0),
+                "assignee": _uuid(rng) if rng.random() < 0.6 else None,
+                "created_by": _uuid(rng),
+                "updated_by": _uuid(rng),
+                "message_id": _uuid(rng) if rng.random() < 0.5 else None,
+                "correction": _sentence(rng, 10) if rng.random() < 0.4 else None,
+                "correction_reason": _sentence(rng, 6) if rng.random() < 0.3 else None,
+                "northstar_id": None,
+            }
+        )
+    return issues
