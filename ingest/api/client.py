@@ -1,0 +1,225 @@
+"""The HappyRobot API over aiohttp: one session per client, every request through the limiter.
+
+The API key lives only in the session's default headers, built once in `__aenter__`: no
+frame that can appear in a traceback holds it in a local, and errors are raised `from None`
+(with the cause's type and text in their message) so no aiohttp frame's locals get logged.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from ingest import __version__
+from ingest.api.errors import (
+    ApiError,
+    AuthError,
+    InvalidRunId,
+    PermanentError,
+    RetryableError,
+)
+from ingest.api.ratelimit import RateLimiter
+from ingest.api.retry import RetryPolicy, parse_retry_after, with_retries
+from ingest.config import Settings
+from ingest.logs import register_secret
+
+_UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
+
+
+@dataclass(frozen=True)
+class FetchedRun:
+    run_id: uuid.UUID
+    body: bytes  # exactly as received; checked to be one complete JSON object
+    status: int
+    fetched_at: datetime
+    attempts: int  # HTTP requests this fetch took, retries included
+
+
+def parse_run_id(run_id: uuid.UUID | str) -> uuid.UUID:
+    """The run id as a UUID, or InvalidRunId (`../x`, `%2e%2e/x`, '' and friends never pass)."""
+    if isinstance(run_id, uuid.UUID):
+        return run_id
+    if isinstance(run_id, str) and _UUID.fullmatch(run_id):
+        return uuid.UUID(run_id)
+    shown = repr(run_id) if len(repr(run_id)) <= 60 else repr(run_id)[:57] + "..."
+    raise InvalidRunId(f"not a run id (expected a UUID): {shown}")
+
+
+def _iso(t: datetime) -> str:
+    t = t if t.tzinfo else t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class ApiClient:
+    """`async with ApiClient(settings, limiter) as api: await api.get_run(run_id)`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        limiter: RateLimiter | None = None,
+        *,
+        in_claim_retries: int = 2,
+        max_backoff: float = 5.0,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._limiter = limiter
+        self._policy = RetryPolicy(retries=in_claim_retries, max_backoff=max_backoff)
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._base = URL(settings.base_url.rstrip("/"))
+        self._session: aiohttp.ClientSession | None = None
+        if settings.api_key is not None:
+            register_secret(settings.api_key.reveal())
+
+    def __repr__(self) -> str:
+        return f"ApiClient(base_url={str(self._base)!r})"
+
+    async def __aenter__(self) -> ApiClient:
+        headers = {"accept": "application/json", "user-agent": f"hr-ingest/{__version__}"}
+        if self._settings.api_key is not None:
+            headers["authorization"] = f"Bearer {self._settings.api_key.reveal()}"
+        if self._settings.org_id is not None:
+            headers["x-organization-id"] = self._settings.org_id
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            timeout=self._timeout,
+            # The pool is the per-process concurrency cap (INGEST_CONCURRENCY).
+            connector=aiohttp.TCPConnector(limit=self._settings.concurrency, ttl_dns_cache=300),
+            raise_for_status=False,
+        )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def get_run(self, run_id: uuid.UUID | str) -> FetchedRun:
+        """GET /runs/{id}: the body as received, after a few in-call retries of transient errors."""
+        rid = parse_run_id(run_id)
+        what = f"GET /runs/{rid}"
+        url = self._base / "runs" / str(rid)
+
+        async def once() -> tuple[int, bytes]:
+            status, body = await self._get(url, what)
+            if not isinstance(_parse(body, what, status), dict):
+                raise RetryableError(
+                    f"{what}: truncated or unparsable body (not a JSON object)",
+                    status=status,
+                    body=body,
+                )
+            return status, body
+
+        (status, body), attempts = await with_retries(once, self._policy, what)
+        return FetchedRun(rid, body, status, datetime.now(UTC), attempts)
+
+    async def list_runs(
+        self,
+        *,
+        limit: int = 1000,
+        offset: int = 0,
+        use_case_id: uuid.UUID | str | None = None,
+        status: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        completed_start: datetime | None = None,
+        completed_end: datetime | None = None,
+        sort: str = "asc",
+    ) -> list[dict[str, Any]]:
+        """One page of GET /runs (a page shorter than `limit` is the last)."""
+        params: dict[str, str] = {"limit": str(limit), "offset": str(offset), "sort": sort}
+        if use_case_id is not None:
+            params["use_case_id"] = str(parse_run_id(use_case_id))
+        if status is not None:
+            params["status"] = status
+        for name, value in (
+            ("start", start),
+            ("end", end),
+            ("completed_start", completed_start),
+            ("completed_end", completed_end),
+        ):
+            if value is not None:
+                params[name] = _iso(value)
+        what = f"GET /runs?offset={offset}"
+        url = (self._base / "runs").with_query(params)
+
+        async def once() -> list[dict[str, Any]]:
+            status_code, body = await self._get(url, what)
+            page = _parse(body, what, status_code)
+            if not isinstance(page, list) or not all(isinstance(i, dict) for i in page):
+                raise RetryableError(
+                    f"{what}: unparsable body (not a JSON array of objects)",
+                    status=status_code,
+                    body=body,
+                )
+            return page
+
+        page, _ = await with_retries(once, self._policy, what)
+        return page
+
+    async def _get(self, url: URL, what: str) -> tuple[int, bytes]:
+        """One request under the limiter: (status, body) for a 2xx, else the matching ApiError."""
+        if self._session is None:
+            raise RuntimeError("ApiClient used outside `async with`")
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        try:
+            async with self._session.get(url) as resp:
+                status, body = resp.status, await resp.read()
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        except TimeoutError:
+            raise RetryableError(f"{what}: timed out waiting for the API") from None
+        except aiohttp.ClientError as exc:
+            raise RetryableError(f"{what}: {type(exc).__name__}: {exc}") from None
+        if 200 <= status < 300:
+            return status, body
+        if status == 429 and self._limiter is not None:
+            # Slow every process sharing the limiter, not just this request.
+            await self._limiter.penalize(retry_after)
+        raise _error(what, status, body, retry_after)
+
+
+def _error(what: str, status: int, body: bytes, retry_after: float | None) -> ApiError:
+    line = f"{what}: HTTP {status}: {_message(body)}"
+    if status in (401, 403):
+        return AuthError(
+            f"{line} (the API key or organization id is wrong)", status=status, body=body
+        )
+    if status in (408, 429) or status >= 500:
+        return RetryableError(line, status=status, body=body, retry_after=retry_after)
+    return PermanentError(line, status=status, body=body)
+
+
+def _parse(body: bytes, what: str, status: int) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RetryableError(
+            f"{what}: truncated or unparsable body ({len(body)} bytes)", status=status, body=body
+        ) from None
+
+
+def _message(body: bytes) -> str:
+    """The API's `{"message": ...}`, or the start of whatever the body is."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        text: str = parsed["message"]
+    else:
+        text = body[:200].decode("utf-8", "replace") or "(empty body)"
+    return text if len(text) <= 200 else text[:197] + "..."

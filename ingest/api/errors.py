@@ -1,0 +1,45 @@
+"""What can go wrong talking to the API, sorted by what the worker must do about it."""
+
+from __future__ import annotations
+
+from ingest.logs import scrub
+
+
+class ApiError(Exception):
+    """A failed API call. str() is one readable line; registered secrets are scrubbed from it."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: bytes | None = None):
+        lines = scrub(message).splitlines()
+        super().__init__(" ".join(line.strip() for line in lines))
+        self.status = status
+        self.body = body
+
+
+class RetryableError(ApiError):
+    """Try again later: 429, 5xx, timeouts, connection resets, a truncated or unparsable body.
+
+    `retry_after` is the server's wish in seconds (from Retry-After), when it stated one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: bytes | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class PermanentError(ApiError):
+    """404 and other 4xx: asking again will not help; the run goes to the dead letter."""
+
+
+class AuthError(ApiError):
+    """401/403: the API key or organization is wrong; no other run can succeed either."""
+
+
+class InvalidRunId(ValueError):
+    """Not a UUID: refused before any URL is built, so nothing odd ever reaches a path."""

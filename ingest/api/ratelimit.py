@@ -1,0 +1,187 @@
+"""One request rate for every process on the database: a token bucket in a `rate_limits` row.
+
+How it works
+- The row holds the bucket level `tokens` as of `refilled_at`. The level may go negative:
+  tokens handed out ahead of time are a debt that refills at the paced rate, which makes
+  every grant a reservation of the next free time slots, spaced 1/rate apart across all
+  processes (GCRA, in token form).
+- A process takes a grant of up to `grant_seconds` worth of tokens (at least 1, no more than
+  it has waiters) with one upsert ... RETURNING on its own autocommit connection, and
+  releases its waiters locally at the slot times it was given. So the database sees a few
+  statements per second per process, not one per request, and a process that dies wastes at
+  most one grant (`grant_seconds` of capacity), never the rest's tokens.
+- Pace is rate * (1 - headroom): an upstream that counts requests in a sliding one-second
+  window sees R+1 in a window as soon as one request arrives a little later than the next
+  one; 3% of headroom absorbs up to ~30 ms of such scheduling jitter.
+- Burst is 1 token by default: after an idle spell one request goes at once, the rest are
+  paced. A bigger burst would let R + burst requests into one second, which an upstream
+  enforcing R answers with 429s.
+- `penalize` (on a 429) pauses the bucket for everyone until `Retry-After` (1 s when none)
+  and halves `factor`; the factor then recovers by `recovery` per second back to 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ingest.logs import get_logger
+
+log = get_logger("ingest.api.ratelimit")
+
+# Seconds of refill since the row was last touched; nothing refills while paused.
+_ELAPSED = """GREATEST(0.0, EXTRACT(EPOCH FROM
+    GREATEST(statement_timestamp(), b.paused_until) - GREATEST(b.refilled_at, b.paused_until)
+)::float8)"""
+
+_GRANT = text(
+    f"""
+INSERT INTO rate_limits AS b (name, tokens, rate, burst, factor, paused_until, refilled_at)
+VALUES (:name, CAST(:burst AS float8) - CAST(:n AS float8), :rate, :burst, 1.0, NULL,
+        statement_timestamp())
+ON CONFLICT (name) DO UPDATE SET
+    rate = EXCLUDED.rate,
+    burst = EXCLUDED.burst,
+    tokens = LEAST(EXCLUDED.burst,
+                   b.tokens + {_ELAPSED} * EXCLUDED.rate * CAST(:pace AS float8) * b.factor)
+             - CAST(:n AS float8),
+    factor = LEAST(1.0, b.factor + CAST(:recovery AS float8) * {_ELAPSED}),
+    refilled_at = GREATEST(statement_timestamp(), b.paused_until)
+RETURNING
+    b.tokens + CAST(:n AS float8) AS available,
+    EXTRACT(EPOCH FROM b.refilled_at - statement_timestamp())::float8 AS delay,
+    b.rate * CAST(:pace AS float8) * b.factor AS pace_rate
+"""
+)
+
+# One 429 seen by many requests at once halves the factor once: not again while paused.
+_PENALIZE = text(
+    """
+UPDATE rate_limits SET
+    factor = CASE WHEN paused_until IS NULL OR paused_until <= statement_timestamp()
+                  THEN GREATEST(CAST(:min_factor AS float8), factor * 0.5)
+                  ELSE factor END,
+    tokens = LEAST(tokens, 0.0),
+    paused_until = GREATEST(paused_until,
+                            statement_timestamp() + make_interval(secs => CAST(:pause AS float8)))
+WHERE name = :name
+"""
+)
+
+
+class RateLimiter:
+    """`await limiter.acquire()` before each request; shared through the database."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        rate: float,
+        *,
+        name: str = "api",
+        burst: float | None = None,
+        headroom: float = 0.03,
+        grant_seconds: float = 0.2,
+        recovery: float = 0.1,
+        min_factor: float = 0.1,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be greater than 0")
+        self.rate = rate
+        self.name = name
+        self.burst = 1.0 if burst is None else max(1.0, burst)
+        self.wait_seconds_total = 0.0  # time callers spent in acquire(), for metrics
+        self.grants = 0  # database round trips taken for grants
+        self._engine = engine
+        self._pace = 1.0 - headroom
+        self._grant_seconds = grant_seconds
+        self._recovery = recovery
+        self._min_factor = min_factor
+        self._pace_rate = rate * self._pace  # as of the last grant
+        self._slots: deque[float] = deque()  # monotonic times this process may send at
+        self._waiting = 0
+        self._lock = asyncio.Lock()  # FIFO: one waiter at a time takes the next slot
+        self._conn: AsyncConnection | None = None
+        self._conn_lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait for one token."""
+        started = time.monotonic()
+        self._waiting += 1
+        try:
+            async with self._lock:
+                slot = await self._next_slot()
+                delay = slot - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        finally:
+            self._waiting -= 1
+            self.wait_seconds_total += time.monotonic() - started
+
+    async def _next_slot(self) -> float:
+        while True:
+            if not self._slots:
+                # Shielded: a cancelled waiter must not leave the connection mid-statement.
+                await asyncio.shield(self._take_grant())
+            slot = self._slots.popleft()
+            # A slot missed by more than a grant's length (the process stalled) is dropped,
+            # so a stalled process never fires its backlog as a burst.
+            if slot >= time.monotonic() - self._grant_seconds:
+                return slot
+
+    async def _take_grant(self) -> None:
+        n = max(1, min(self._waiting, math.ceil(self._pace_rate * self._grant_seconds)))
+        row = await self._execute(
+            _GRANT,
+            {
+                "name": self.name,
+                "n": float(n),
+                "rate": self.rate,
+                "burst": self.burst,
+                "pace": self._pace,
+                "recovery": self._recovery,
+            },
+        )
+        assert row is not None  # an upsert always returns its row
+        available, delay, pace_rate = float(row[0]), float(row[1]), float(row[2])
+        self.grants += 1
+        self._pace_rate = pace_rate
+        start = time.monotonic() + max(0.0, delay)
+        self._slots.extend(start + max(0.0, i + 1 - available) / pace_rate for i in range(n))
+
+    async def penalize(self, retry_after: float | None) -> None:
+        """An upstream 429: every process pauses for `retry_after` (1 s if None), then slows."""
+        pause = 1.0 if retry_after is None else max(0.0, retry_after)
+        self._slots.clear()
+        log.warning("ratelimit.penalized", name=self.name, pause_s=pause)
+        await asyncio.shield(
+            self._execute(
+                _PENALIZE, {"name": self.name, "pause": pause, "min_factor": self._min_factor}
+            )
+        )
+
+    async def close(self) -> None:
+        async with self._conn_lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await conn.close()
+
+    async def _execute(self, statement: Any, params: dict[str, Any]) -> Any:
+        """One statement on the limiter's own autocommit connection: one round trip, no BEGIN."""
+        async with self._conn_lock:
+            if self._conn is None:
+                conn = await self._engine.connect()
+                self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                result = await self._conn.execute(statement, params)
+            except Exception:
+                # Not reused after an error: the next call reconnects.
+                conn, self._conn = self._conn, None
+                await conn.invalidate()
+                raise
+            return result.first()
