@@ -77,7 +77,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = command("status", "queue counts, oldest due age, throughput, dead letters", _status)
     st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    # `--rate-limit R` is the shared configuration flag; for `simulate` it is the limit the
+    # simulator enforces (429 above R requests/s), taken from the command line only.
+    sim = command("simulate", "serve a HappyRobot API simulator (both endpoints)", _simulate)
+    sim.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
+    sim.add_argument("--runs", type=int, default=1000, help="synthetic runs (default 1000)")
+    sim.add_argument("--latency", type=float, default=0.0, metavar="MS", help="mean, jittered")
+    sim.add_argument("--error-rate", type=float, default=0.0, metavar="F", help="0..1 faults")
+    sim.add_argument("--seed", type=int, default=1, help="same seed, same runs (default 1)")
     return parser
+
+
+async def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.simulator import serve
+
+    if args.runs < 0 or args.latency < 0 or not 0 <= args.error_rate <= 1:
+        raise UsageError("--runs and --latency must be >= 0, --error-rate within 0..1")
+    limit = settings.rate_limit if "cfg_rate_limit" in vars(args) else None
+    if limit is not None and limit < 1:
+        raise UsageError("--rate-limit must be at least 1")
+    # A configured key is accepted (so a worker needs no change) but never printed.
+    key = settings.api_key.reveal() if settings.api_key is not None else "sim-key"
+    await serve(
+        port=args.port,
+        runs=args.runs,
+        latency_ms=args.latency,
+        error_rate=args.error_rate,
+        rate_limit=limit,
+        seed=args.seed,
+        api_key=key,
+        show_key=settings.api_key is None,
+    )
+    return EXIT_OK
 
 
 async def _status(args: argparse.Namespace, settings: Settings) -> int:

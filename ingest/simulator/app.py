@@ -378,10 +378,12 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     try:
         async with sim:
-            key = api_key if show_key else "(the configured HAPPYROBOT_API_KEY)"
             print(f"HappyRobot API simulator: {runs} runs, seed {seed}; Ctrl-C stops it")
             print(f"HAPPYROBOT_BASE_URL={sim.base_url}")
-            print(f"HAPPYROBOT_API_KEY={key}")
+            if show_key:
+                print(f"HAPPYROBOT_API_KEY={api_key}")
+            else:
+                print("API key: the configured HAPPYROBOT_API_KEY (not shown)")
             print(f"HAPPYROBOT_ORG_ID={sim.org_id}", flush=True)
             await stop.wait()
             s = sim.stats
