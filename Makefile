@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak clean
+.PHONY: demo test lint lint-deploy bench soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check ingest tests
 	$(BIN)/mypy
+
+# deploy/ checks that need tools outside the venv (compose CLI, kubectl, systemd-analyze);
+# a missing one is reported SKIPPED. tests/test_deploy.py covers the venv-only checks.
+lint-deploy: $(STAMP)
+	BIN=$(BIN) bash deploy/lint.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -384,3 +387,51 @@ async def test_views_live_in_the_configured_schema_and_downgrade_drops_them(
     await migrate.upgrade(engine)
     assert [r["table_name"] for r in await _rows(engine, sql, s=settings.db_schema)] == names
     assert await migrate.drift(engine) == []
+
+
+def _readme_dashboard_queries() -> list[str]:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Dashboards (BI views)", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+    return [b for b in blocks if b.lstrip().upper().startswith("SELECT")]
+
+
+async def test_readme_dashboard_queries_run_and_give_the_known_figures(
+    seeded: AsyncEngine,
+) -> None:
+    daily, per_version = _readme_dashboard_queries()
+    assert await _rows(seeded, daily) == [
+        {
+            "day": dt.date(2026, 3, 1),
+            "runs": 4,
+            "completed": 3,
+            "failed": 0,
+            "flagged": 0,
+            "pct_with_issues": Decimal("50.0"),
+        },
+        {
+            "day": dt.date(2026, 3, 2),
+            "runs": 1,
+            "completed": 0,
+            "failed": 1,
+            "flagged": 0,
+            "pct_with_issues": Decimal("100.0"),
+        },
+    ]
+    # Version 3: I1 (2.5 h) and I4 (24 h) settled, I2 open; version 4: I3 (1 min).
+    assert await _rows(seeded, per_version) == [
+        {
+            "version_name": "Carrier sales",
+            "version_number": 4,
+            "open_issues": 0,
+            "settled_issues": 1,
+            "median_hours_to_settle": Decimal("0.02"),
+        },
+        {
+            "version_name": "Carrier sales",
+            "version_number": 3,
+            "open_issues": 1,
+            "settled_issues": 2,
+            "median_hours_to_settle": Decimal("13.25"),
+        },
+    ]

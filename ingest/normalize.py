@@ -1,0 +1,641 @@
+"""One `GET /runs/{id}` body (bytes) -> typed rows, one row type per table.
+
+Pure: no I/O, no database, no logging, so it can run anywhere (worker, reprocess, benchmarks)
+and be tested exhaustively. What happens to every kind of odd payload is written down in
+docs/payload-policy.md; in short, a payload is either stored (possibly with drift notes) or
+refused with `PayloadRejected`, whose message is the dead letter's reason.
+
+Speed matters (a backfill normalizes millions of runs): the body is parsed once with orjson,
+each table has one hand-written builder (no per-field reflection), UUIDs of repeated values are
+cached, and the rare repairs (NUL characters, type coercions) cost nothing when absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+TERMINAL_STATUSES = frozenset({"completed", "canceled", "failed"})
+RUN_STATUSES = frozenset({"scheduled", "running", *TERMINAL_STATUSES})
+ANNOTATIONS = frozenset({"correct", "incorrect", "critical"})
+ISSUE_STATUSES = frozenset({"open", "approved", "rejected", "closed"})
+ISSUE_PRIORITIES = frozenset({"low", "medium", "high"})
+ISSUE_TYPES = frozenset(
+    {"transcriber", "message", "tool_call", "end_of_sentence", "run", "interruption"}
+)
+DOCUMENTED_MAX_LENGTH = 256  # the API documents it for a few names; longer ones are kept whole
+
+# Fields each object may carry. Anything else is kept in the raw payload and noted as drift.
+# `completed_at` and `data` are the listing's (GET /runs); discovery owns those columns.
+RUN_FIELDS = frozenset(
+    {"id", "org_id", "use_case_id", "version_id", "status", "annotation", "timestamp"}
+    | {"events", "issues", "version", "completed_at", "data"}
+)
+EVENT_FIELDS = frozenset(
+    {"type", "timestamp", "integration_name", "event_name", "intermediate", "output", "node_id"}
+)
+INTERMEDIATE_FIELDS = frozenset(
+    {"id", "run_id", "node_id", "event_id", "session_id", "name", "data", "error", "timestamp"}
+)
+ISSUE_FIELDS = frozenset(
+    {"id", "use_case_id", "org_id", "run_id", "run_version_id", "status", "priority"}
+    | {"created_at", "type", "updated_at", "assignee", "created_by", "updated_by"}
+    | {"message_id", "correction", "correction_reason", "northstar_id"}
+)
+VERSION_FIELDS = frozenset(
+    {"id", "slug", "org_id", "use_case_id", "version_number", "name", "is_published"}
+    | {"is_live", "source_version_id", "timestamp", "published_at", "is_deleted"}
+    | {"description", "created_by"}
+)
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+# --- rows: one per table, fields named and ordered like the table's columns --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DriftNote:
+    """Something the payload did that today's API description does not say; stored, counted."""
+
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """The columns of `runs` a fetch owns; `completed_at`, `data`, `listed_at` are discovery's."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID | None
+    use_case_id: uuid.UUID | None
+    version_id: uuid.UUID | None
+    status: str | None
+    annotation: str | None
+    timestamp: datetime | None
+    fetched_at: datetime
+    payload_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    id: uuid.UUID
+    slug: str | None
+    org_id: uuid.UUID | None
+    use_case_id: uuid.UUID | None
+    version_number: int | None
+    name: str | None
+    is_published: bool | None
+    is_live: bool | None
+    source_version_id: uuid.UUID | None
+    timestamp: datetime | None
+    published_at: datetime | None
+    is_deleted: bool | None
+    description: str | None
+    created_by: uuid.UUID | None
+    fetched_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    run_id: uuid.UUID
+    seq: int
+    type: str | None
+    timestamp: datetime | None
+    integration_name: str | None
+    event_name: str | None
+    node_id: str | None
+    output: Any  # any JSON value; None is SQL NULL
+
+
+@dataclass(frozen=True, slots=True)
+class IntermediateRow:
+    run_id: uuid.UUID
+    seq: int
+    id: uuid.UUID | None
+    node_id: uuid.UUID | None
+    event_id: uuid.UUID | None
+    session_id: uuid.UUID | None
+    name: str | None
+    data: Any
+    error: str | None
+    timestamp: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRow:
+    id: uuid.UUID
+    use_case_id: uuid.UUID | None
+    org_id: uuid.UUID | None
+    run_id: uuid.UUID
+    run_version_id: uuid.UUID | None
+    status: str | None
+    priority: str | None
+    created_at: datetime | None
+    type: str | None
+    updated_at: datetime | None
+    assignee: uuid.UUID | None
+    created_by: uuid.UUID | None
+    updated_by: uuid.UUID | None
+    message_id: uuid.UUID | None
+    correction: str | None
+    correction_reason: str | None
+    northstar_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadRow:
+    run_id: uuid.UUID
+    body: bytes
+    sha256: str
+    fetched_at: datetime
+    drift: tuple[DriftNote, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRows:
+    """Everything one fetched run writes, in one transaction."""
+
+    run: RunRow
+    version: VersionRow | None
+    events: list[EventRow]
+    intermediates: list[IntermediateRow]
+    issues: list[IssueRow]
+    payload: PayloadRow
+    drift: list[DriftNote]
+
+    @property
+    def terminal(self) -> bool:
+        """The run will not change any more, except its issues (no refresh poll needed)."""
+        return self.run.status in TERMINAL_STATUSES
+
+    @property
+    def row_count(self) -> int:
+        """Rows this run writes across all tables (its version included)."""
+        return (
+            2  # runs + run_payloads
+            + (self.version is not None)
+            + len(self.events)
+            + len(self.intermediates)
+            + len(self.issues)
+        )
+
+
+class PayloadRejected(Exception):
+    """The body cannot be stored; `reason` (also `str(exc)`) is one readable line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- field conversions ----------------------------------------------------------------------
+# Each reads obj[key] and returns the column value, or raises _BadField naming `key`; the
+# object's builder prefixes the path ("events[3].intermediate."), so the happy path builds no
+# strings. `where` is the path pattern used in drift notes ("events[]"), a constant.
+
+
+class _BadField(Exception):
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _Notes:
+    """Drift notes of one run, each (kind, detail) once, in the order first seen."""
+
+    __slots__ = ("notes", "seen")
+
+    def __init__(self) -> None:
+        self.notes: list[DriftNote] = []
+        self.seen: set[tuple[str, str]] = set()
+
+    def add(self, kind: str, detail: str) -> None:
+        if (kind, detail) not in self.seen:
+            self.seen.add((kind, detail))
+            self.notes.append(DriftNote(kind, detail))
+
+
+# Repeated values (org, use case, version, node, session ids) dominate; a bounded cache of
+# parsed UUIDs skips uuid.UUID's pure-Python parser for them. Cleared, not LRU: cheaper.
+_UUID_CACHE: dict[str, uuid.UUID] = {}
+_UUID_CACHE_MAX = 50_000
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def _parse_uuid(value: str) -> uuid.UUID:
+    digits = value.replace("-", "")
+    if len(digits) == 32 and digits.isascii() and digits.isalnum():
+        # uuid.UUID(value) is pure Python and this is the hot spot of a backfill: build the
+        # (immutable, slotted) object directly from the canonical form's integer.
+        parsed = _new_object(uuid.UUID)
+        _set_attribute(parsed, "int", int(digits, 16))
+        _set_attribute(parsed, "is_safe", uuid.SafeUUID.unknown)
+        return parsed
+    return uuid.UUID(value)  # braces, urn:uuid: and the errors
+
+
+def _uuid(obj: dict[str, Any], key: str) -> uuid.UUID | None:
+    """A UUID that recurs across runs (org, use case, version, node, session, user ids)."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) is str:
+        cached = _UUID_CACHE.get(value)
+        if cached is not None:
+            return cached
+        try:
+            parsed = _parse_uuid(value)
+        except ValueError:
+            pass
+        else:
+            if len(_UUID_CACHE) >= _UUID_CACHE_MAX:
+                _UUID_CACHE.clear()
+            _UUID_CACHE[value] = parsed
+            return parsed
+    raise _BadField(key, f"is not a UUID: {_show(value)}")
+
+
+def _unique_uuid(obj: dict[str, Any], key: str) -> uuid.UUID | None:
+    """A UUID seen once (an event's or issue's own id): caching it would only evict others."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) is str:
+        try:
+            return _parse_uuid(value)
+        except ValueError:
+            pass
+    raise _BadField(key, f"is not a UUID: {_show(value)}")
+
+
+def _timestamp(obj: dict[str, Any], key: str, notes: _Notes, where: str) -> datetime | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise _BadField(key, f"is not a timestamp: {_show(value)}") from None
+    if parsed.tzinfo is None:
+        notes.add("naive_timestamp", f"{where}{key}")
+        return parsed.replace(tzinfo=UTC)
+    if parsed.year in (1, 9999):
+        # An offset can push the instant outside what Python (and so the driver) can hold.
+        try:
+            parsed.astimezone(UTC)
+        except OverflowError:
+            raise _BadField(key, f"is out of range: {_show(value)}") from None
+    return parsed
+
+
+def _text(obj: dict[str, Any], key: str, notes: _Notes, where: str) -> str | None:
+    value = obj.get(key)
+    if value is None or type(value) is str:
+        return value
+    # A text column can hold any JSON value as its JSON text: nothing is lost.
+    notes.add("coerced_to_text", f"{where}{key}")
+    return orjson.dumps(value).decode()
+
+
+def _name(obj: dict[str, Any], key: str, notes: _Notes, where: str) -> str | None:
+    """A text field the API documents as at most 256 characters."""
+    value = _text(obj, key, notes, where)
+    if value is not None and len(value) > DOCUMENTED_MAX_LENGTH:
+        notes.add("long_string", f"{where}{key}")
+    return value
+
+
+def _enum(
+    obj: dict[str, Any], key: str, known: frozenset[str], notes: _Notes, where: str
+) -> str | None:
+    value = _text(obj, key, notes, where)
+    if value is not None and value not in known:
+        notes.add("new_enum_value", f"{where}{key}={value[:80]!r}")
+    return value
+
+
+def _int(obj: dict[str, Any], key: str, notes: _Notes, where: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) is int:
+        number = value
+    elif (type(value) is str and _INTEGER.fullmatch(value)) or (
+        type(value) is float and value.is_integer()
+    ):
+        number = int(value)
+        notes.add("coerced_to_integer", f"{where}{key}")
+    else:
+        raise _BadField(key, f"is not an integer: {_show(value)}")
+    if not _INT32_MIN <= number <= _INT32_MAX:
+        raise _BadField(key, f"is out of integer range: {_show(value)}")
+    return number
+
+
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _bool(obj: dict[str, Any], key: str, notes: _Notes, where: str) -> bool | None:
+    value = obj.get(key)
+    if value is None or type(value) is bool:
+        return value
+    if type(value) is str:
+        parsed = _BOOLEANS.get(value.strip().lower())
+    elif type(value) is int:
+        parsed = _BOOLEANS.get(str(value))
+    else:
+        parsed = None
+    if parsed is None:
+        raise _BadField(key, f"is not a boolean: {_show(value)}")
+    notes.add("coerced_to_boolean", f"{where}{key}")
+    return parsed
+
+
+def _unknown_fields(obj: dict[str, Any], known: frozenset[str], notes: _Notes, where: str) -> None:
+    if not known.issuperset(obj):
+        for key in sorted(obj.keys() - known):
+            notes.add("unknown_field", f"{where}{key}"[:200])
+
+
+def _strip_nul(value: Any, path: str, notes: _Notes) -> Any:
+    """The value without NUL characters, which PostgreSQL text and jsonb cannot hold."""
+    if type(value) is str:
+        if "\x00" in value:
+            notes.add("nul_removed", path or "(root)")
+            return value.replace("\x00", "")
+        return value
+    if type(value) is list:
+        return [_strip_nul(item, f"{path}[]", notes) for item in value]
+    if type(value) is dict:
+        cleaned: dict[str, Any] = {}
+        for key, item in value.items():
+            clean_key = key.replace("\x00", "")
+            key_path = f"{path}.{clean_key}" if path else clean_key
+            if clean_key != key:
+                notes.add("nul_removed", f"{key_path} (key)")
+            # Two keys equal once cleaned: the later one wins, as with duplicate JSON keys.
+            cleaned[clean_key] = _strip_nul(item, key_path, notes)
+        return cleaned
+    return value
+
+
+# --- builders, one per table ------------------------------------------------------------------
+
+
+def _run(
+    doc: dict[str, Any], run_id: uuid.UUID, fetched_at: datetime, sha: str, n: _Notes
+) -> RunRow:
+    return RunRow(
+        id=run_id,
+        org_id=_uuid(doc, "org_id"),
+        use_case_id=_uuid(doc, "use_case_id"),
+        version_id=_uuid(doc, "version_id"),
+        status=_enum(doc, "status", RUN_STATUSES, n, ""),
+        annotation=_enum(doc, "annotation", ANNOTATIONS, n, ""),
+        timestamp=_timestamp(doc, "timestamp", n, ""),
+        fetched_at=fetched_at,
+        payload_sha256=sha,
+    )
+
+
+def _version(doc: dict[str, Any], fetched_at: datetime, n: _Notes) -> VersionRow | None:
+    w = "version."
+    _unknown_fields(doc, VERSION_FIELDS, n, w)
+    version_id = _uuid(doc, "id")
+    if version_id is None:
+        n.add("version_without_id", "version is not stored: it has no id")
+        return None
+    return VersionRow(
+        id=version_id,
+        slug=_name(doc, "slug", n, w),
+        org_id=_uuid(doc, "org_id"),
+        use_case_id=_uuid(doc, "use_case_id"),
+        version_number=_int(doc, "version_number", n, w),
+        name=_name(doc, "name", n, w),
+        is_published=_bool(doc, "is_published", n, w),
+        is_live=_bool(doc, "is_live", n, w),
+        source_version_id=_uuid(doc, "source_version_id"),
+        timestamp=_timestamp(doc, "timestamp", n, w),
+        published_at=_timestamp(doc, "published_at", n, w),
+        is_deleted=_bool(doc, "is_deleted", n, w),
+        description=_text(doc, "description", n, w),
+        created_by=_uuid(doc, "created_by"),
+        fetched_at=fetched_at,
+    )
+
+
+def _event(doc: dict[str, Any], run_id: uuid.UUID, seq: int, n: _Notes) -> EventRow:
+    w = "events[]."
+    _unknown_fields(doc, EVENT_FIELDS, n, w)
+    return EventRow(
+        run_id=run_id,
+        seq=seq,
+        type=_text(doc, "type", n, w),
+        timestamp=_timestamp(doc, "timestamp", n, w),
+        integration_name=_name(doc, "integration_name", n, w),
+        event_name=_name(doc, "event_name", n, w),
+        node_id=_text(doc, "node_id", n, w),
+        output=doc.get("output"),
+    )
+
+
+def _intermediate(
+    doc: dict[str, Any], run_id: uuid.UUID, run_text: str, seq: int, n: _Notes
+) -> IntermediateRow:
+    w = "events[].intermediate."
+    _unknown_fields(doc, INTERMEDIATE_FIELDS, n, w)
+    own_run = doc.get("run_id")
+    if own_run is not None and not _same_run(own_run, run_id, run_text):
+        n.add("intermediate_run_id_mismatch", f"events[{seq}].intermediate.run_id={_show(own_run)}")
+    try:
+        return IntermediateRow(
+            run_id=run_id,
+            seq=seq,
+            id=_unique_uuid(doc, "id"),
+            node_id=_uuid(doc, "node_id"),
+            event_id=_unique_uuid(doc, "event_id"),
+            session_id=_uuid(doc, "session_id"),
+            name=_text(doc, "name", n, w),
+            data=doc.get("data"),
+            error=_text(doc, "error", n, w),
+            timestamp=_timestamp(doc, "timestamp", n, w),
+        )
+    except _BadField as bad:
+        raise _BadField(f"intermediate.{bad.path}", bad.problem) from None
+
+
+def _same_run(value: Any, run_id: uuid.UUID, run_text: str) -> bool:
+    """Whether value names the run; run_text is the body's own spelling of its id."""
+    if value == run_text:
+        return True
+    if type(value) is not str:
+        return False
+    try:
+        return _parse_uuid(value) == run_id
+    except ValueError:
+        return False
+
+
+def _issue(
+    doc: dict[str, Any], run_id: uuid.UUID, run_text: str, issue_id: uuid.UUID, n: _Notes
+) -> IssueRow:
+    w = "issues[]."
+    _unknown_fields(doc, ISSUE_FIELDS, n, w)
+    claimed_run = doc.get("run_id")
+    if claimed_run is None:
+        n.add("issue_run_id_missing", f"issue {issue_id}")
+    elif not _same_run(claimed_run, run_id, run_text):
+        # Stored under the run being ingested: that is the run whose payload lists it.
+        n.add("issue_run_id_mismatch", f"issue {issue_id} says run_id={_show(claimed_run)}")
+    return IssueRow(
+        id=issue_id,
+        use_case_id=_uuid(doc, "use_case_id"),
+        org_id=_uuid(doc, "org_id"),
+        run_id=run_id,
+        run_version_id=_uuid(doc, "run_version_id"),
+        status=_enum(doc, "status", ISSUE_STATUSES, n, w),
+        priority=_enum(doc, "priority", ISSUE_PRIORITIES, n, w),
+        created_at=_timestamp(doc, "created_at", n, w),
+        type=_enum(doc, "type", ISSUE_TYPES, n, w),
+        updated_at=_timestamp(doc, "updated_at", n, w),
+        assignee=_uuid(doc, "assignee"),
+        created_by=_uuid(doc, "created_by"),
+        updated_by=_uuid(doc, "updated_by"),
+        message_id=_unique_uuid(doc, "message_id"),
+        correction=_text(doc, "correction", n, w),
+        correction_reason=_text(doc, "correction_reason", n, w),
+        northstar_id=_uuid(doc, "northstar_id"),
+    )
+
+
+def _array(doc: dict[str, Any], key: str) -> list[Any]:
+    value = doc.get(key)
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise PayloadRejected(f"{key} is not an array: {_show(value)}")
+    return value
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadRejected(f"invalid JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise PayloadRejected(f"body is not a JSON object but {type(doc).__name__}")
+    return doc
+
+
+def _prefixed(prefix: str, bad: _BadField) -> _BadField:
+    return _BadField(f"{prefix}{bad.path}", bad.problem)
+
+
+def normalize(body: bytes, run_id: uuid.UUID, fetched_at: datetime) -> RunRows:
+    """Rows for every table from one fetched body; raises PayloadRejected if it cannot be stored.
+
+    `fetched_at` must be timezone-aware: it decides which of two payloads is newer.
+    """
+    if fetched_at.tzinfo is None:
+        raise ValueError("fetched_at must be timezone-aware")
+    notes = _Notes()
+    doc = _parse(body)
+    # A NUL can only arrive escaped; its absence means no string needs cleaning.
+    if b"\\u0000" in body:
+        doc = _strip_nul(doc, "", notes)
+    try:
+        return _rows(doc, body, run_id, fetched_at, notes)
+    except _BadField as bad:
+        raise PayloadRejected(f"{bad.path} {bad.problem}") from None
+
+
+def _rows(
+    doc: dict[str, Any], body: bytes, run_id: uuid.UUID, fetched_at: datetime, notes: _Notes
+) -> RunRows:
+    if doc.get("id") is None:
+        raise PayloadRejected("body has no id")
+    body_id = _uuid(doc, "id")
+    if body_id != run_id:
+        raise PayloadRejected(f"id mismatch: body id {body_id} is not the requested run {run_id}")
+    run_text: str = doc["id"]
+    _unknown_fields(doc, RUN_FIELDS, notes, "")
+    sha = hashlib.sha256(body).hexdigest()
+    run = _run(doc, run_id, fetched_at, sha, notes)
+
+    version = None
+    version_doc = doc.get("version")
+    if version_doc is not None:
+        if type(version_doc) is not dict:
+            raise PayloadRejected(f"version is not an object: {_show(version_doc)}")
+        try:
+            version = _version(version_doc, fetched_at, notes)
+        except _BadField as bad:
+            raise _prefixed("version.", bad) from None
+        if version is not None and run.version_id is not None and version.id != run.version_id:
+            notes.add("version_id_mismatch", f"version.id={version.id} version_id={run.version_id}")
+
+    events: list[EventRow] = []
+    intermediates: list[IntermediateRow] = []
+    for seq, event_doc in enumerate(_array(doc, "events")):
+        if event_doc is None:
+            # Its position is its identity: keep the slot as an empty event.
+            notes.add("null_event", f"events[{seq}]")
+            event_doc = {}
+        elif type(event_doc) is not dict:
+            raise PayloadRejected(f"events[{seq}] is not an object: {_show(event_doc)}")
+        try:
+            events.append(_event(event_doc, run_id, seq, notes))
+            inter_doc = event_doc.get("intermediate")
+            if inter_doc is not None:
+                if type(inter_doc) is not dict:
+                    raise _BadField("intermediate", f"is not an object: {_show(inter_doc)}")
+                intermediates.append(_intermediate(inter_doc, run_id, run_text, seq, notes))
+        except _BadField as bad:
+            raise _prefixed(f"events[{seq}].", bad) from None
+
+    issues: dict[uuid.UUID, IssueRow] = {}
+    for index, issue_doc in enumerate(_array(doc, "issues")):
+        if type(issue_doc) is not dict:
+            if issue_doc is not None:
+                raise PayloadRejected(f"issues[{index}] is not an object: {_show(issue_doc)}")
+            notes.add("null_issue", f"issues[{index}]")
+            continue
+        try:
+            issue_id = _unique_uuid(issue_doc, "id")
+            if issue_id is None:
+                notes.add("issue_without_id", f"issues[{index}] is not stored: it has no id")
+                continue
+            if issue_id in issues:
+                notes.add("duplicate_issue_id", f"{issue_id}: the last one is stored")
+                del issues[issue_id]  # the stored one takes the position of the last occurrence
+            issues[issue_id] = _issue(issue_doc, run_id, run_text, issue_id, notes)
+        except _BadField as bad:
+            raise _prefixed(f"issues[{index}].", bad) from None
+
+    drift = notes.notes
+    payload = PayloadRow(
+        run_id=run_id, body=bytes(body), sha256=sha, fetched_at=fetched_at, drift=tuple(drift)
+    )
+    return RunRows(
+        run=run,
+        version=version,
+        events=events,
+        intermediates=intermediates,
+        issues=list(issues.values()),
+        payload=payload,
+        drift=drift,
+    )
