@@ -8,6 +8,7 @@ access log, and every per-request decision is a dict lookup or a random draw.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import math
 import random
@@ -62,9 +63,16 @@ class SimulatorStats:
         counts = Counter(int(t - t0) for t in self.request_times)
         return [counts[s] for s in range(max(counts) + 1)]
 
-    def max_in_window(self, window: float = 1.0) -> int:
+    def between(self, start: float, end: float) -> list[float]:
+        """Times of the requests received in [start, end) (time.monotonic(), as recorded)."""
+        times = self.request_times
+        return times[bisect.bisect_left(times, start) : bisect.bisect_left(times, end)]
+
+    def max_in_window(
+        self, window: float = 1.0, *, start: float = -math.inf, end: float = math.inf
+    ) -> int:
         """The most requests received in any sliding window of `window` seconds."""
-        times, best, lo = self.request_times, 0, 0
+        times, best, lo = self.between(start, end), 0, 0
         for hi, t in enumerate(times):
             while times[lo] <= t - window:
                 lo += 1

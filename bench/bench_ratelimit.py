@@ -1,0 +1,164 @@
+"""How much of the configured rate the shared limiter really uses, with 1 and 2 processes.
+
+    .venv/bin/python bench/bench_ratelimit.py [--rate 100] [--latency 100] [--seconds 10]
+
+Starts the API simulator in this process (100 ms mean latency, 429 above the same rate R),
+then 1 and then 2 worker processes, each an `ApiClient` + `RateLimiter` fetching runs as fast
+as the limiter lets it, all starting at the same moment. Reports utilisation (requests the
+simulator received in the window / (R x window)), the busiest sliding second, 429s, and the
+limiter's database round trips. The database is DATABASE_URL (a throwaway schema in it), or
+an embedded PostgreSQL when unset.
+
+`worker` is the per-process half; tests/test_ratelimit.py runs it too, for the acceptance check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from ingest.api import ApiClient, ApiError, RateLimiter
+from ingest.config import Secret, Settings, load_settings
+from ingest.db import migrate
+from ingest.db.engine import create_engine, resolve_url
+from ingest.simulator import Simulator
+
+API_KEY = "bench-key"
+
+
+async def worker(args: argparse.Namespace) -> dict[str, Any]:
+    """One process: fetch runs through the shared limiter from `start_at` for `seconds`."""
+    settings = Settings(
+        database_url=Secret(args.db_url),
+        db_schema=args.schema,
+        api_key=Secret(API_KEY),
+        base_url=args.base_url,
+        concurrency=args.concurrency,
+    )
+    engine = create_engine(settings, pool_size=1)
+    limiter = RateLimiter(engine, args.rate, name=args.name)
+    sent = errors = 0
+    try:
+        async with ApiClient(settings, limiter, in_claim_retries=0) as api:
+            run_ids = [item["id"] for item in await api.list_runs(limit=2000)]
+            await asyncio.sleep(max(0.0, args.start_at - time.monotonic()))
+            stop = args.start_at + args.seconds
+
+            async def fetch_loop(offset: int) -> None:
+                nonlocal sent, errors
+                i = offset
+                while time.monotonic() < stop:
+                    try:
+                        await api.get_run(run_ids[i % len(run_ids)])
+                    except ApiError:
+                        errors += 1
+                    sent += 1
+                    i += args.concurrency
+
+            await asyncio.gather(*(fetch_loop(k) for k in range(args.concurrency)))
+    finally:
+        await limiter.close()
+        await engine.dispose()
+    return {"sent": sent, "errors": errors, "grants": limiter.grants}
+
+
+async def _run_processes(
+    sim: Simulator, db_url: str, schema: str, rate: float, processes: int, seconds: float
+) -> dict[str, Any]:
+    start_at = time.monotonic() + 3.0  # time for the workers to start and list runs
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "worker",
+            *("--base-url", sim.base_url, "--db-url", db_url, "--schema", schema),
+            *("--rate", str(rate), "--name", name, "--start-at", str(start_at)),
+            *("--seconds", str(seconds)),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]
+    outputs = [json.loads((await p.communicate())[0]) for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit("a worker process failed")
+    received = len(sim.stats.between(start_at, start_at + seconds))
+    return {
+        "processes": processes,
+        "requests": received,
+        "utilisation": received / (rate * seconds),
+        "max_1s": sim.stats.max_in_window(1.0, start=start_at, end=start_at + seconds),
+        "429s": sim.stats.rate_limited,
+        "grants": sum(o["grants"] for o in outputs),
+    }
+
+
+async def bench(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    db_url = resolve_url(settings)
+    schema = f"bench_ratelimit_{os.getpid()}"
+    engine = create_engine(settings.with_overrides(db_schema=schema), url=db_url, pool_size=1)
+    results = []
+    try:
+        await migrate.upgrade(engine)
+        for processes in (1, 2):
+            async with Simulator(
+                runs=2000,
+                latency_ms=args.latency,
+                rate_limit=args.rate,
+                api_key=API_KEY,
+                prerender=True,
+            ) as sim:
+                results.append(
+                    await _run_processes(sim, db_url, schema, args.rate, processes, args.seconds)
+                )
+    finally:
+        await engine.dispose()
+        dsn = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+    print(f"rate limit R={args.rate:g}/s, latency {args.latency:g} ms, {args.seconds:g} s window")
+    print("processes  requests  utilisation  busiest 1 s  429s  limiter round trips")
+    for r in results:
+        print(
+            f"{r['processes']:>9}  {r['requests']:>8}  {r['utilisation']:>10.1%}"
+            f"  {r['max_1s']:>11}  {r['429s']:>4}  {r['grants']:>19}"
+        )
+    worst = min(r["utilisation"] for r in results)
+    return 0 if worst >= 0.95 and all(r["429s"] == 0 for r in results) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--latency", type=float, default=100.0, help="simulated, ms")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    sub = parser.add_subparsers(dest="mode")
+    w = sub.add_parser("worker")
+    for flag in ("--base-url", "--db-url", "--schema", "--name"):
+        w.add_argument(flag, required=True)
+    w.add_argument("--rate", type=float, required=True)
+    w.add_argument("--start-at", type=float, required=True, help="time.monotonic() to start at")
+    w.add_argument("--seconds", type=float, required=True)
+    w.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    if args.mode == "worker":
+        print(json.dumps(asyncio.run(worker(args))))
+        return 0
+    return asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
