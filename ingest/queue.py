@@ -26,10 +26,10 @@ def notify_channel(schema: str) -> str:
     return f"hr_ingest_{schema}"
 
 
-def retry_delay(attempts: int) -> float:
-    """Exponential backoff with full jitter (never below a second)."""
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1))
-    return max(1.0, random.uniform(0, ceiling))
+def retry_delay(attempts: int, base_s: float = BACKOFF_BASE_S) -> float:
+    """Exponential backoff with full jitter, never below half the base."""
+    ceiling = min(BACKOFF_CAP_S, base_s * 2 ** max(0, attempts - 1))
+    return max(base_s / 2, random.uniform(0, ceiling))
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +223,7 @@ async def fail(
     retry_after_s: float | None = None,
     http_status: int | None = None,
     body: bytes | None = None,
+    backoff_base_s: float = BACKOFF_BASE_S,
 ) -> str:
     """A failed attempt: schedule the next one with backoff, or dead-letter the run once it
     has had `max_attempts`. Returns the new state ('pending', 'dead', or '' if not ours)."""
@@ -240,7 +241,7 @@ async def fail(
             conn, owner, run_id, f"{error} (after {attempts} attempts)", http_status, body
         )
         return "dead"
-    delay = max(retry_after_s or 0.0, retry_delay(attempts))
+    delay = max(retry_after_s or 0.0, retry_delay(attempts, backoff_base_s))
     await db.execute(
         """
         UPDATE ingest_queue SET state = 'pending', last_error = $3,

@@ -1,0 +1,463 @@
+"""The pipeline: claim -> fetch (concurrent, rate limited) -> normalize -> store -> complete.
+
+Orchestration only: SQL lives in `queue` and `store`, HTTP in `api`. Stages are joined by
+bounded queues and the number of runs held at once is capped, so memory stays flat however
+long the queue is. One transaction per batch writes the rows and marks the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import asyncpg
+import structlog
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest import queue
+from ingest.api.client import ApiClient
+from ingest.api.errors import AuthError, InvalidRunId, PermanentError, RetryableError
+from ingest.config import Settings
+from ingest.normalize import PayloadRejected, RunRows, normalize
+from ingest.store import store_batch
+
+log = structlog.get_logger("ingest.worker")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    drain: bool = False
+    batch_size: int = 200  # runs per store transaction
+    flush_interval_s: float = 0.25  # a partial batch waits at most this long
+    claim_size: int = 100
+    lease_s: float = 120.0
+    idle_poll_s: float = 5.0  # fallback when no NOTIFY arrives
+    poll_unfinished_s: float = 60.0  # next fetch of a run still scheduled/running upstream
+    shutdown_grace_s: float = 30.0
+    retry_base_s: float = queue.BACKOFF_BASE_S  # backoff of failed attempts, in the queue
+
+
+@dataclass
+class WorkerStats:
+    started: float = field(default_factory=time.monotonic)
+    claimed: int = 0
+    done: int = 0
+    polled: int = 0  # stored, but not terminal upstream: fetched again later
+    retried: int = 0
+    dead: int = 0
+    rows: int = 0
+    batches: int = 0
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class FatalApiError(Exception):
+    """The API refused our credentials: no point claiming more work."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    claim: queue.Claim
+    rows: RunRows
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    claim: queue.Claim
+    reason: str
+    permanent: bool  # straight to the dead letter
+    retry_after_s: float | None = None
+    http_status: int | None = None
+    body: bytes | None = None
+
+
+_Outcome = _Stored | _Failed
+_STOP = object()
+
+
+def _database_unreachable(exc: BaseException) -> bool:
+    """A connection-level fault (server restarting, network): retry the same work later,
+    rather than blaming the runs in the batch."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError | InterfaceError | OSError | ConnectionError):
+        return True
+    return isinstance(
+        exc,
+        asyncpg.exceptions.ConnectionDoesNotExistError
+        | asyncpg.exceptions.CannotConnectNowError
+        | asyncpg.exceptions.InterfaceError
+        | asyncpg.exceptions.AdminShutdownError,
+    )
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":", 1)[0]
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        client: ApiClient,
+        options: WorkerOptions | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.client = client
+        self.options = options or WorkerOptions()
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stats = WorkerStats()
+        self._held: set[uuid.UUID] = set()  # claimed and not yet completed/failed/released
+        cap = max(2 * settings.concurrency, self.options.claim_size)
+        self._capacity = cap + self.options.batch_size
+        self._to_fetch: asyncio.Queue[queue.Claim | object] = asyncio.Queue(cap)
+        self._to_store: asyncio.Queue[_Outcome | object] = asyncio.Queue(
+            2 * self.options.batch_size
+        )
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._fatal: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; runs already being fetched finish, unstarted claims go back."""
+        if not self._stopping.is_set():
+            log.info("worker stopping", worker_id=self.id, held=len(self._held))
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> WorkerStats:
+        """Process the queue until stopped (or, with drain, until nothing is left to do).
+        Raises FatalApiError when the API refuses the credentials."""
+        with structlog.contextvars.bound_contextvars(worker_id=self.id):
+            log.info(
+                "worker started", concurrency=self.settings.concurrency, drain=self.options.drain
+            )
+            async with self.engine.connect() as listen_conn:
+                stop_listening = await self._listen(listen_conn)
+                fetchers = [
+                    asyncio.create_task(self._fetch_loop())
+                    for _ in range(self.settings.concurrency)
+                ]
+                writer = asyncio.create_task(self._write_loop())
+                renewer = asyncio.create_task(self._renew_loop())
+                try:
+                    await self._claim_loop()
+                    await self._release_unstarted()
+                    for _ in fetchers:
+                        await self._to_fetch.put(_STOP)
+                    _done, pending = await asyncio.wait(
+                        fetchers, timeout=self.options.shutdown_grace_s
+                    )
+                    for task in pending:
+                        task.cancel()
+                    await self._to_store.put(_STOP)
+                    await writer
+                finally:
+                    renewer.cancel()
+                    for task in [*fetchers, writer]:
+                        task.cancel()
+                    await self._retry_db(lambda: self._release(list(self._held)), attempts=3)
+                    if stop_listening is not None:
+                        await stop_listening()
+            s = self.stats
+            log.info(
+                "worker stopped",
+                done=s.done,
+                dead=s.dead,
+                retried=s.retried,
+                rows=s.rows,
+                runs_per_s=round(s.done / s.elapsed, 1) if s.elapsed else 0,
+            )
+        if self._fatal:
+            raise FatalApiError(self._fatal)
+        return self.stats
+
+    async def _listen(self, conn: object) -> Callable[[], Awaitable[None]] | None:
+        try:
+            return await queue.listen(conn, self._wake.set)  # type: ignore[arg-type]
+        except Exception as exc:  # polling still works without it
+            log.warning("LISTEN failed, polling only", error=str(exc))
+            return None
+
+    # -- claim -----------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        o = self.options
+        last_reclaim = 0.0
+        while not self._stopping.is_set():
+            free = self._capacity - len(self._held)
+            if free < min(o.claim_size, self._capacity // 2):
+                await self._idle(0.05)
+                continue
+            try:
+                if time.monotonic() - last_reclaim > o.lease_s / 4:
+                    last_reclaim = time.monotonic()
+                    async with self.engine.begin() as conn:
+                        await queue.reclaim_expired(conn)
+                async with self.engine.begin() as conn:
+                    claims = await queue.claim(conn, self.id, min(free, o.claim_size), o.lease_s)
+            except Exception as exc:
+                if not _database_unreachable(exc):
+                    raise
+                log.warning("database unreachable while claiming; retrying", error=str(exc))
+                await self._idle(1.0)
+                continue
+            if claims:
+                self.stats.claimed += len(claims)
+                for c in claims:
+                    self._held.add(c.run_id)
+                    await self._to_fetch.put(c)
+                continue
+            if o.drain and await self._drained():
+                log.info("queue drained")
+                return
+            await self._idle(await self._idle_wait())
+
+    async def _drained(self) -> bool:
+        if self._held:
+            return False
+        async with self.engine.connect() as conn:
+            return await queue.outstanding(conn) == 0
+
+    async def _idle_wait(self) -> float:
+        async with self.engine.connect() as conn:
+            due = await queue.next_due_in(conn)
+        return (
+            self.options.idle_poll_s if due is None else min(due + 0.01, self.options.idle_poll_s)
+        )
+
+    async def _idle(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    # -- fetch + normalize -----------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        while True:
+            item = await self._to_fetch.get()
+            if item is _STOP or self._fatal:
+                return
+            assert isinstance(item, queue.Claim)
+            with structlog.contextvars.bound_contextvars(
+                run_id=str(item.run_id), attempt=item.attempt
+            ):
+                outcome = await self._process(item)
+            if outcome is not None:
+                await self._to_store.put(outcome)
+
+    async def _process(self, claim: queue.Claim) -> _Outcome | None:
+        try:
+            fetched = await self.client.get_run(claim.run_id)
+        except AuthError as exc:
+            self._fatal = (
+                f"the API refused the credentials (HTTP {exc.status}): check HAPPYROBOT_API_KEY"
+                " and HAPPYROBOT_ORG_ID"
+            )
+            log.error("API refused credentials; stopping", status=exc.status)
+            self._held.discard(claim.run_id)
+            await self._retry_db(lambda: self._release([claim.run_id]), attempts=3)
+            self.stop()
+            return None
+        except PermanentError as exc:
+            return _Failed(claim, f"HTTP {exc.status}: {exc}", True, None, exc.status, exc.body)
+        except RetryableError as exc:
+            return _Failed(claim, f"{exc}", False, exc.retry_after, exc.status, exc.body)
+        except InvalidRunId as exc:
+            return _Failed(claim, f"invalid run id: {exc}", True)
+        except Exception as exc:  # never let one run kill the worker
+            log.exception("unexpected fetch error")
+            return _Failed(claim, f"unexpected: {type(exc).__name__}: {exc}", False)
+        try:
+            rows = normalize(fetched.body, claim.run_id, fetched.fetched_at)
+        except PayloadRejected as exc:
+            return _Failed(
+                claim, f"payload rejected: {exc}", True, None, fetched.status, fetched.body
+            )
+        except Exception as exc:  # a normalizer bug must not lose the body either
+            log.exception("normalize crashed")
+            return _Failed(
+                claim,
+                f"normalize error: {type(exc).__name__}: {exc}",
+                True,
+                None,
+                None,
+                fetched.body,
+            )
+        return _Stored(claim, rows)
+
+    # -- store + complete ------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        o = self.options
+        stopping = False
+        while not stopping:
+            item = await self._to_store.get()
+            if item is _STOP:
+                return
+            batch: list[_Outcome] = [item]  # type: ignore[list-item]
+            deadline = time.monotonic() + o.flush_interval_s
+            while len(batch) < o.batch_size:
+                timeout = deadline - time.monotonic()
+                try:
+                    nxt = (
+                        self._to_store.get_nowait()
+                        if timeout <= 0 or not self._to_store.empty()
+                        else await asyncio.wait_for(self._to_store.get(), timeout)
+                    )
+                except (asyncio.QueueEmpty, TimeoutError):
+                    break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                batch.append(nxt)  # type: ignore[arg-type]
+            try:
+                await self._write(batch)
+            except Exception:
+                # Not the runs' fault, and not a connection fault: let their leases run out
+                # so that they are claimed again, rather than holding them forever.
+                log.exception("batch write failed; its runs will be retried", runs=len(batch))
+                for b in batch:
+                    self._held.discard(b.claim.run_id)
+
+    async def _write(self, batch: list[_Outcome]) -> None:
+        failed = [b for b in batch if isinstance(b, _Failed)]
+        stored = [b for b in batch if isinstance(b, _Stored)]
+        for f in failed:
+            await self._retry_db(lambda f=f: self._record_failure(f))
+        if stored:
+            await self._store(stored)
+
+    async def _store(self, stored: list[_Stored]) -> None:
+        try:
+            await self._retry_db(lambda: self._commit(stored))
+        except Exception as exc:
+            # A statement error: find the run that causes it rather than failing them all.
+            if len(stored) == 1:
+                s = stored[0]
+                reason = f"store error: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+                log.error("run could not be stored", run_id=str(s.claim.run_id), error=reason)
+                await self._retry_db(
+                    lambda: self._record_failure(
+                        _Failed(s.claim, reason, False, None, None, s.rows.payload.body)
+                    )
+                )
+                return
+            half = len(stored) // 2
+            await self._store(stored[:half])
+            await self._store(stored[half:])
+
+    async def _commit(self, stored: list[_Stored]) -> None:
+        done = [s.claim.run_id for s in stored if s.rows.terminal]
+        polls = [
+            queue.Requeue(s.claim.run_id, self.options.poll_unfinished_s)
+            for s in stored
+            if not s.rows.terminal
+        ]
+        async with self.engine.begin() as conn:
+            result = await store_batch(conn, [s.rows for s in stored])
+            await queue.complete(conn, self.id, done, polls)
+            await queue.record_batch(conn, self.id, len(stored), 0, result.rows)
+        self.stats.done += len(done)
+        self.stats.polled += len(polls)
+        self.stats.rows += result.rows
+        self.stats.batches += 1
+        for s in stored:
+            self._held.discard(s.claim.run_id)
+
+    async def _record_failure(self, f: _Failed) -> None:
+        async with self.engine.begin() as conn:
+            if f.permanent:
+                await queue.dead_letter(
+                    conn, self.id, f.claim.run_id, f.reason, f.http_status, f.body
+                )
+                state = "dead"
+            else:
+                state = await queue.fail(
+                    conn,
+                    self.id,
+                    f.claim.run_id,
+                    f.reason,
+                    max_attempts=self.settings.max_attempts,
+                    retry_after_s=f.retry_after_s,
+                    http_status=f.http_status,
+                    body=f.body,
+                    backoff_base_s=self.options.retry_base_s,
+                )
+        self._held.discard(f.claim.run_id)
+        kind = _reason_kind(f.reason)
+        self.stats.failures_by_reason[kind] = self.stats.failures_by_reason.get(kind, 0) + 1
+        if state == "dead":
+            self.stats.dead += 1
+            log.warning("run dead-lettered", run_id=str(f.claim.run_id), reason=f.reason)
+        elif state == "pending":
+            self.stats.retried += 1
+            log.info("run will be retried", run_id=str(f.claim.run_id), reason=f.reason)
+
+    async def _retry_db(self, action: Callable[[], Awaitable[T]], attempts: int = 0) -> T:
+        """Run `action`, waiting out a database that is unreachable (0 attempts: forever,
+        unless stopping). Other errors propagate."""
+        delay, n = 0.5, 0
+        while True:
+            try:
+                return await action()
+            except Exception as exc:
+                n += 1
+                give_up = (attempts and n >= attempts) or (self._stopping.is_set() and n >= 3)
+                if give_up or not _database_unreachable(exc):
+                    raise
+                log.warning("database unreachable; retrying", error=str(exc), in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.lease_s / 3)
+            held = list(self._held)
+            try:
+                async with self.engine.begin() as conn:
+                    kept = await queue.renew(conn, self.id, held, self.options.lease_s)
+            except Exception as exc:
+                log.warning("lease renewal failed", error=str(exc))
+                continue
+            lost = set(held) - kept
+            if lost:
+                # Another worker may own these now; our completion of them will be a no-op.
+                log.warning("leases lost", runs=len(lost))
+
+    async def _release(self, run_ids: list[uuid.UUID]) -> None:
+        if not run_ids:
+            return
+        async with self.engine.begin() as conn:
+            await queue.release(conn, self.id, run_ids)
+        for r in run_ids:
+            self._held.discard(r)
+
+    async def _release_unstarted(self) -> None:
+        unstarted: list[uuid.UUID] = []
+        while not self._to_fetch.empty():
+            item = self._to_fetch.get_nowait()
+            if isinstance(item, queue.Claim):
+                unstarted.append(item.run_id)
+        if unstarted:
+            await self._retry_db(lambda: self._release(unstarted), attempts=3)
+            log.info("unstarted claims returned to the queue", runs=len(unstarted))
