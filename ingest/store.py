@@ -1,0 +1,282 @@
+"""Writing batches of normalized runs, and rebuilding them from stored payloads (reprocess).
+
+`store_batch` runs inside the caller's transaction, so the worker can mark its queue rows done
+in the same one: either every row of the batch is written, or (on any error) none is.
+
+Set-based: a handful of statements per batch whatever its size. Parents are upserted from
+`unnest` arrays; children of re-fetched runs are deleted and all children are COPYed in, which
+is what makes "exactly what the latest payload says" cheap to guarantee.
+
+Locks are taken in one global order - runs, then versions, then issues, each sorted by id - so
+any number of concurrent writers sharing versions wait for each other but never deadlock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ingest.db import tables
+from ingest.normalize import (
+    EventRow,
+    IntermediateRow,
+    IssueRow,
+    PayloadRejected,
+    PayloadRow,
+    RunRow,
+    RunRows,
+    VersionRow,
+    normalize,
+)
+
+
+@dataclass
+class StoreStats:
+    runs: int  # runs written
+    rows: int  # rows written across all tables
+    skipped_stale: int  # runs not written: a newer payload is already stored (or in the batch)
+
+
+@dataclass
+class ReprocessResult:
+    rebuilt: int = 0
+    skipped_stale: int = 0  # a newer fetch landed while reprocess ran: it wins
+    refused: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # today's rules say no
+    missing: list[uuid.UUID] = field(default_factory=list)  # asked for, but no stored payload
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _drift_json(drift: tuple[Any, ...]) -> str:
+    return orjson.dumps([{"kind": note.kind, "detail": note.detail} for note in drift]).decode()
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One table as written from one row type: column list, SQL types, row -> record."""
+
+    table: str
+    columns: tuple[str, ...]
+    sql_types: tuple[str, ...]
+    record: Callable[[Any], tuple[Any, ...]]
+
+    @classmethod
+    def of(
+        cls, table: Table, row_type: type, encode: dict[str, Callable[[Any], Any]] | None = None
+    ) -> _Target:
+        columns = tuple(f.name for f in dataclasses.fields(row_type))
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        sql_types = tuple(table.c[name].type.compile(dialect=dialect) for name in columns)
+        get = operator.attrgetter(*columns)
+        encoders = [(columns.index(name), fn) for name, fn in (encode or {}).items()]
+        if not encoders:
+            return cls(table.name, columns, sql_types, get)
+
+        def record(row: Any) -> tuple[Any, ...]:
+            values = list(get(row))
+            for index, fn in encoders:
+                values[index] = fn(values[index])
+            return tuple(values)
+
+        return cls(table.name, columns, sql_types, record)
+
+    def unnest_select(self) -> str:
+        """`SELECT * FROM unnest($1::type[], ...)`: one array parameter per column."""
+        arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(self.sql_types, start=1))
+        return f"SELECT * FROM unnest({arrays})"
+
+    def arrays(self, rows: Sequence[Any]) -> list[list[Any]]:
+        """The rows as one list per column (the unnest parameters)."""
+        columns: list[list[Any]] = [[] for _ in self.columns]
+        for record in map(self.record, rows):
+            for column, value in zip(columns, record, strict=True):
+                column.append(value)
+        return columns
+
+    def insert(self, conflict: str) -> str:
+        names = ", ".join(f'"{c}"' for c in self.columns)
+        return f"INSERT INTO {self.table} AS t ({names}) {self.unnest_select()} {conflict}"
+
+    def set_all(self, key: str) -> str:
+        return ", ".join(f'"{c}" = excluded."{c}"' for c in self.columns if c != key)
+
+
+_RUNS = _Target.of(tables.runs, RunRow)
+_VERSIONS = _Target.of(tables.versions, VersionRow)
+_EVENTS = _Target.of(tables.run_events, EventRow, {"output": _json_text})
+_INTERMEDIATES = _Target.of(tables.event_intermediates, IntermediateRow, {"data": _json_text})
+_ISSUES = _Target.of(tables.run_issues, IssueRow)
+_PAYLOADS = _Target.of(tables.run_payloads, PayloadRow, {"drift": _drift_json})
+
+# Only runs whose stored payload is not newer are written; RETURNING says which, and whether
+# the run is new (xmax = 0), in which case it has no old children to delete.
+_UPSERT_RUNS = _RUNS.insert(
+    f"ON CONFLICT (id) DO UPDATE SET {_RUNS.set_all('id')}, updated_at = now()"
+    " WHERE t.fetched_at IS NULL OR t.fetched_at <= excluded.fetched_at"
+    " RETURNING id, (xmax = 0) AS inserted"
+)
+_UPSERT_VERSIONS = _VERSIONS.insert(
+    f"ON CONFLICT (id) DO UPDATE SET {_VERSIONS.set_all('id')}"
+    " WHERE excluded.fetched_at >= t.fetched_at"
+)
+# An issue can move to another run. It follows the run whose payload was fetched last, so a
+# stale payload of its former run cannot pull it back.
+_UPSERT_ISSUES = _ISSUES.insert(
+    f"ON CONFLICT (id) DO UPDATE SET {_ISSUES.set_all('id')}"
+    " WHERE coalesce((SELECT fetched_at FROM runs WHERE id = t.run_id), '-infinity')"
+    " <= (SELECT fetched_at FROM runs WHERE id = excluded.run_id)"
+)
+_UPSERT_PAYLOADS = _PAYLOADS.insert(
+    f"ON CONFLICT (run_id) DO UPDATE SET {_PAYLOADS.set_all('run_id')}"
+)
+_DELETE_CHILDREN = [
+    f"DELETE FROM {table.name} WHERE run_id = ANY($1::uuid[])"
+    for table in (tables.event_intermediates, tables.run_events, tables.run_issues)
+]
+
+
+def _newest_per_run(batch: Sequence[RunRows]) -> list[RunRows]:
+    """One entry per run (the latest fetch; on a tie the later in the batch), sorted by id."""
+    newest: dict[uuid.UUID, RunRows] = {}
+    for rows in batch:
+        seen = newest.get(rows.run.id)
+        if seen is None or rows.run.fetched_at >= seen.run.fetched_at:
+            newest[rows.run.id] = rows
+    return [newest[run_id] for run_id in sorted(newest)]
+
+
+def _newest_by_id(candidates: list[tuple[Any, Any, Any]]) -> list[Any]:
+    """(id, fetched_at, row) triples -> one row per id, the latest fetch winning, sorted by id."""
+    newest: dict[Any, tuple[Any, Any]] = {}
+    for key, fetched_at, row in candidates:
+        seen = newest.get(key)
+        if seen is None or fetched_at >= seen[0]:
+            newest[key] = (fetched_at, row)
+    return [newest[key][1] for key in sorted(newest)]
+
+
+async def _driver_connection(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under `conn`, inside the caller's transaction."""
+    raw: Any = (await conn.get_raw_connection()).driver_connection
+    if not raw.is_in_transaction():
+        # SQLAlchemy sends BEGIN lazily, on its first statement: make it send it now.
+        await conn.exec_driver_sql("SELECT 1")
+    if not raw.is_in_transaction():
+        raise RuntimeError("store_batch needs a transaction (use `async with engine.begin()`)")
+    return raw
+
+
+async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreStats:
+    """Write a batch of normalized runs within the caller's transaction; raise on any error.
+
+    Stale payloads (fetched before what is stored) are skipped and counted, never written.
+    """
+    if not batch:
+        return StoreStats(runs=0, rows=0, skipped_stale=0)
+    raw = await _driver_connection(conn)
+    candidates = _newest_per_run(batch)
+    written = {
+        record["id"]: record["inserted"]
+        for record in await raw.fetch(
+            _UPSERT_RUNS, *_RUNS.arrays([rows.run for rows in candidates])
+        )
+    }
+    runs = [rows for rows in candidates if rows.run.id in written]
+    stats = StoreStats(runs=len(runs), rows=0, skipped_stale=len(batch) - len(runs))
+    if not runs:
+        return stats
+
+    versions = _newest_by_id(
+        [(r.version.id, r.version.fetched_at, r.version) for r in runs if r.version is not None]
+    )
+    if versions:
+        await raw.execute(_UPSERT_VERSIONS, *_VERSIONS.arrays(versions))
+
+    refetched = [rows.run.id for rows in runs if not written[rows.run.id]]
+    if refetched:
+        for statement in _DELETE_CHILDREN:
+            await raw.execute(statement, refetched)
+
+    events = [event for rows in runs for event in rows.events]
+    intermediates = [inter for rows in runs for inter in rows.intermediates]
+    for target, rows_ in ((_EVENTS, events), (_INTERMEDIATES, intermediates)):
+        if rows_:
+            await raw.copy_records_to_table(
+                target.table, records=map(target.record, rows_), columns=target.columns
+            )
+
+    issues = _newest_by_id(
+        [(issue.id, rows.run.fetched_at, issue) for rows in runs for issue in rows.issues]
+    )
+    if issues:
+        await raw.execute(_UPSERT_ISSUES, *_ISSUES.arrays(issues))
+    await raw.execute(_UPSERT_PAYLOADS, *_PAYLOADS.arrays([rows.payload for rows in runs]))
+
+    stats.rows = 2 * len(runs) + len(versions) + len(events) + len(intermediates) + len(issues)
+    return stats
+
+
+async def _stored_payloads(
+    engine: AsyncEngine, run_ids: Sequence[uuid.UUID] | None, batch_size: int
+) -> AsyncIterator[list[tuple[uuid.UUID, bytes, Any]]]:
+    """Stored payloads in chunks: the given runs, or all of them in run id order."""
+    p = tables.run_payloads
+    query = select(p.c.run_id, p.c.body, p.c.fetched_at).order_by(p.c.run_id)
+    wanted = sorted(set(run_ids)) if run_ids is not None else None
+    start = 0
+    after: uuid.UUID | None = None  # all runs: keyset paging, whatever their number
+    while True:
+        if wanted is None:
+            page = query.limit(batch_size)
+            if after is not None:
+                page = page.where(p.c.run_id > after)
+        elif start < len(wanted):
+            page = query.where(p.c.run_id.in_(wanted[start : start + batch_size]))
+            start += batch_size
+        else:
+            return
+        async with engine.connect() as conn:
+            rows = [(r.run_id, r.body, r.fetched_at) for r in await conn.execute(page)]
+        if rows:
+            after = rows[-1][0]
+            yield rows
+        elif wanted is None:
+            return
+
+
+async def reprocess(
+    engine: AsyncEngine, run_ids: Sequence[uuid.UUID] | None = None, batch_size: int = 500
+) -> ReprocessResult:
+    """Rebuild the rows of some runs (None: every stored one) from their stored payloads.
+
+    No API call. A payload today's rules refuse is reported and its rows are left as they are.
+    """
+    result = ReprocessResult()
+    found: set[uuid.UUID] = set()  # only filled (and needed) when run_ids are given
+    async for chunk in _stored_payloads(engine, run_ids, batch_size):
+        batch = []
+        for run_id, body, fetched_at in chunk:
+            if run_ids is not None:
+                found.add(run_id)
+            try:
+                batch.append(normalize(body, run_id, fetched_at))
+            except PayloadRejected as exc:
+                result.refused.append((run_id, exc.reason))
+        async with engine.begin() as conn:
+            stats = await store_batch(conn, batch)
+        result.rebuilt += stats.runs
+        result.skipped_stale += stats.skipped_stale
+    if run_ids is not None:
+        result.missing = sorted(set(run_ids) - found)
+    return result

@@ -1,0 +1,376 @@
+"""normalize: one test per case of docs/payload-policy.md, plus the realistic shape."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+
+from ingest.normalize import DriftNote, PayloadRejected, RunRows, normalize
+from tests.payloads import make_run_payload
+
+FETCHED = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def _payload(**changes: Any) -> dict[str, Any]:
+    body = make_run_payload(random.Random(7), events=3, issues=2)
+    body.update(changes)
+    return body
+
+
+def _normalize(body: dict[str, Any] | bytes) -> RunRows:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    run_id = uuid.UUID(orjson.loads(raw)["id"])
+    return normalize(raw, run_id, FETCHED)
+
+
+def _kinds(rows: RunRows) -> set[str]:
+    return {note.kind for note in rows.drift}
+
+
+def _rejected(body: dict[str, Any] | bytes, run_id: uuid.UUID | None = None) -> str:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    with pytest.raises(PayloadRejected) as caught:
+        normalize(raw, run_id or uuid.uuid4(), FETCHED)
+    assert caught.value.reason == str(caught.value)
+    assert "\n" not in caught.value.reason
+    return caught.value.reason
+
+
+def test_a_realistic_run_gives_every_row_and_no_drift() -> None:
+    body = make_run_payload(random.Random(1), events=30, issues=2)
+    raw = orjson.dumps(body)
+    rows = normalize(raw, uuid.UUID(body["id"]), FETCHED)
+
+    assert rows.drift == []
+    assert rows.terminal
+    assert rows.row_count == 1 + 1 + 30 + 30 + 2 + 1
+    assert rows.run.id == uuid.UUID(body["id"])
+    assert rows.run.version_id == rows.version.id == uuid.UUID(body["version"]["id"])  # type: ignore[union-attr]
+    assert rows.run.timestamp == datetime.fromisoformat(body["timestamp"])
+    assert rows.run.fetched_at == FETCHED
+    assert [e.seq for e in rows.events] == list(range(30))
+    assert rows.events[4].output == body["events"][4]["output"]
+    inter = body["events"][4]["intermediate"]
+    assert rows.intermediates[4].session_id == uuid.UUID(inter["session_id"])
+    assert rows.intermediates[4].data == inter["data"]
+    assert rows.issues[1].correction == body["issues"][1]["correction"]
+    assert rows.payload.body is raw or rows.payload.body == raw
+    assert len(rows.payload.sha256) == 64 and rows.run.payload_sha256 == rows.payload.sha256
+
+
+@pytest.mark.parametrize("status", ["scheduled", "running"])
+def test_a_run_in_progress_is_not_terminal(status: str) -> None:
+    assert not _normalize(_payload(status=status)).terminal
+
+
+@pytest.mark.parametrize("field", ["events", "issues", "version", "annotation"])
+@pytest.mark.parametrize("how", ["null", "missing"])
+def test_null_or_missing_parts_are_stored_as_absent(field: str, how: str) -> None:
+    body = _payload(**{field: None})
+    if how == "missing":
+        del body[field]
+    rows = _normalize(body)
+    assert rows.drift == []
+    if field == "events":
+        assert rows.events == [] and rows.intermediates == []
+    elif field == "issues":
+        assert rows.issues == []
+    elif field == "version":
+        assert rows.version is None and rows.run.version_id is not None
+    else:
+        assert rows.run.annotation is None
+
+
+@pytest.mark.parametrize("how", ["null", "missing"])
+def test_an_event_without_intermediate_has_no_intermediate_row(how: str) -> None:
+    body = _payload()
+    if how == "null":
+        body["events"][1]["intermediate"] = None
+    else:
+        del body["events"][1]["intermediate"]
+    rows = _normalize(body)
+    assert [i.seq for i in rows.intermediates] == [0, 2]
+    assert len(rows.events) == 3 and rows.drift == []
+
+
+def test_a_null_event_keeps_its_position_as_an_empty_row() -> None:
+    body = _payload()
+    body["events"][1] = None
+    rows = _normalize(body)
+    assert [e.seq for e in rows.events] == [0, 1, 2]
+    assert rows.events[1].type is None and rows.events[1].output is None
+    assert DriftNote("null_event", "events[1]") in rows.drift
+
+
+def test_enumeration_values_outside_todays_lists_are_stored_as_they_are() -> None:
+    body = _payload(status="paused", annotation="unsure")
+    body["issues"][0].update(status="escalated", priority="urgent", type="latency")
+    rows = _normalize(body)
+    assert (rows.run.status, rows.run.annotation) == ("paused", "unsure")
+    issue = rows.issues[0]
+    assert (issue.status, issue.priority, issue.type) == ("escalated", "urgent", "latency")
+    assert {n.detail for n in rows.drift if n.kind == "new_enum_value"} == {
+        "status='paused'",
+        "annotation='unsure'",
+        "issues[].status='escalated'",
+        "issues[].priority='urgent'",
+        "issues[].type='latency'",
+    }
+    assert not rows.terminal
+
+
+def test_unknown_fields_are_noted_once_per_place_and_kept_in_the_raw_body() -> None:
+    body = _payload(region="eu")
+    for event in body["events"]:
+        event["latency_ms"] = 12
+        event["intermediate"]["cost"] = 0.1
+    body["version"]["language"] = "en"
+    rows = _normalize(body)
+    assert [n.detail for n in rows.drift if n.kind == "unknown_field"] == [
+        "region",
+        "version.language",
+        "events[].latency_ms",
+        "events[].intermediate.cost",
+    ]
+    assert b'"latency_ms":12' in rows.payload.body
+
+
+def test_strings_longer_than_documented_are_kept_whole() -> None:
+    long = "x" * 5000
+    body = _payload()
+    body["events"][0]["event_name"] = long
+    body["version"]["slug"] = long
+    rows = _normalize(body)
+    assert rows.events[0].event_name == long and rows.version.slug == long  # type: ignore[union-attr]
+    assert {n.detail for n in rows.drift if n.kind == "long_string"} == {
+        "events[].event_name",
+        "version.slug",
+    }
+
+
+def test_nul_characters_are_removed_from_rows_but_kept_in_the_raw_body() -> None:
+    body = _payload(annotation="corr\x00ect")
+    body["events"][0]["output"] = {"te\x00xt": "a\x00b", "list": ["\x00"], "n": 1}
+    body["issues"][0]["correction"] = "fix\x00ed"
+    raw = orjson.dumps(body)
+    rows = _normalize(raw)
+    assert rows.run.annotation == "correct"
+    assert rows.events[0].output == {"text": "ab", "list": [""], "n": 1}
+    assert rows.issues[0].correction == "fixed"
+    assert rows.payload.body == raw and b"\\u0000" in rows.payload.body
+    assert {n.detail for n in rows.drift if n.kind == "nul_removed"} == {
+        "annotation",
+        "events[].output.text (key)",
+        "events[].output.text",
+        "events[].output.list[]",
+        "issues[].correction",
+    }
+    assert "new_enum_value" not in _kinds(rows)  # cleaned first, then checked
+
+
+def test_timestamps_with_offsets_are_instants_and_without_zone_are_utc() -> None:
+    body = _payload(timestamp="2025-03-01T10:00:00+02:00")
+    body["events"][0]["timestamp"] = "2025-03-01T08:00:00.123456789"
+    body["issues"][0]["created_at"] = "2025-03-01"
+    rows = _normalize(body)
+    assert rows.run.timestamp == datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+    assert rows.run.timestamp.utcoffset() == timedelta(hours=2)  # type: ignore[union-attr]
+    assert rows.events[0].timestamp == datetime(2025, 3, 1, 8, 0, 0, 123456, tzinfo=UTC)
+    assert rows.issues[0].created_at == datetime(2025, 3, 1, tzinfo=UTC)
+    assert {n.detail for n in rows.drift if n.kind == "naive_timestamp"} == {
+        "events[].timestamp",
+        "issues[].created_at",
+    }
+
+
+def test_numbers_and_booleans_sent_as_strings_are_converted_and_noted() -> None:
+    body = _payload()
+    body["version"].update(version_number="3", is_live="true", is_published="False", is_deleted=0)
+    rows = _normalize(body)
+    version = rows.version
+    assert version is not None
+    assert (version.version_number, version.is_live, version.is_published, version.is_deleted) == (
+        3,
+        True,
+        False,
+        False,
+    )
+    assert {n.kind for n in rows.drift} == {"coerced_to_integer", "coerced_to_boolean"}
+
+
+def test_non_string_values_in_text_columns_are_stored_as_their_json_text() -> None:
+    body = _payload()
+    body["events"][0]["node_id"] = 42
+    body["events"][0]["intermediate"]["error"] = {"code": 7}
+    rows = _normalize(body)
+    assert rows.events[0].node_id == "42"
+    assert rows.intermediates[0].error == '{"code":7}'
+    assert _kinds(rows) == {"coerced_to_text"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("version_number", "three", "version.version_number is not an integer: 'three'"),
+        ("version_number", 2**40, "version.version_number is out of integer range"),
+        ("is_live", "yes please", "version.is_live is not a boolean: 'yes please'"),
+    ],
+)
+def test_values_that_no_conversion_fits_are_refused(field: str, value: Any, reason: str) -> None:
+    body = _payload()
+    body["version"][field] = value
+    assert _rejected(body, uuid.UUID(body["id"])).startswith(reason)
+
+
+def test_duplicate_issue_ids_keep_the_last_one() -> None:
+    body = _payload()
+    first, second = body["issues"]
+    body["issues"].append(dict(first, status="closed"))
+    rows = _normalize(body)
+    assert [(i.id, i.status) for i in rows.issues] == [
+        (uuid.UUID(second["id"]), second["status"]),
+        (uuid.UUID(first["id"]), "closed"),
+    ]
+    assert DriftNote("duplicate_issue_id", f"{first['id']}: the last one is stored") in rows.drift
+
+
+def test_an_issue_claiming_another_run_is_stored_under_the_run_that_lists_it() -> None:
+    other = str(uuid.uuid4())
+    body = _payload()
+    body["issues"][0]["run_id"] = other
+    body["issues"][1]["run_id"] = None
+    rows = _normalize(body)
+    assert {i.run_id for i in rows.issues} == {rows.run.id}
+    details = {n.kind: n.detail for n in rows.drift}
+    assert (
+        details["issue_run_id_mismatch"] == f"issue {body['issues'][0]['id']} says run_id='{other}'"
+    )
+    assert "issue_run_id_missing" in details
+
+
+def test_issues_and_versions_without_id_are_skipped_and_noted() -> None:
+    body = _payload()
+    del body["issues"][0]["id"]
+    body["issues"].append(None)
+    body["version"]["id"] = None
+    rows = _normalize(body)
+    assert len(rows.issues) == 1 and rows.version is None
+    assert {"issue_without_id", "null_issue", "version_without_id"} <= _kinds(rows)
+
+
+def test_an_intermediate_naming_another_run_is_noted() -> None:
+    body = _payload()
+    body["events"][2]["intermediate"]["run_id"] = str(uuid.uuid4()).upper()
+    body["events"][1]["intermediate"]["run_id"] = body["id"].upper()  # same run, other spelling
+    rows = _normalize(body)
+    assert [n.detail.split("=")[0] for n in rows.drift] == ["events[2].intermediate.run_id"]
+
+
+@pytest.mark.parametrize("data", [[1, 2], "text", 3.5, True, {"nested": {"a": [None]}}])
+def test_data_and_output_that_are_not_objects_are_stored_as_they_are(data: Any) -> None:
+    body = _payload()
+    body["events"][0]["output"] = data
+    body["events"][0]["intermediate"]["data"] = data
+    rows = _normalize(body)
+    assert rows.events[0].output == data and rows.intermediates[0].data == data
+    assert rows.drift == []
+
+
+def test_a_body_for_another_run_is_refused() -> None:
+    body = _payload()
+    requested = uuid.uuid4()
+    assert _rejected(body, requested) == (
+        f"id mismatch: body id {body['id']} is not the requested run {requested}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "invalid JSON: "),
+        (b"", "invalid JSON: "),
+        (b'[{"id": "x"}]', "body is not a JSON object but list"),
+        (b'"run"', "body is not a JSON object but str"),
+        (b'{"status": "completed"}', "body has no id"),
+        (b'{"id": null}', "body has no id"),
+        (b'{"id": "abc"}', "id is not a UUID: 'abc'"),
+        (b'{"id": 12}', "id is not a UUID: 12"),
+    ],
+)
+def test_bodies_that_are_not_a_run_are_refused(raw: bytes, reason: str) -> None:
+    assert _rejected(raw).startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("place", "reason"),
+    [
+        (("events", 2, "intermediate", "session_id"), "events[2].intermediate.session_id"),
+        (("issues", 1, "assignee"), "issues[1].assignee"),
+        (("version", "created_by"), "version.created_by"),
+        (("org_id",), "org_id"),
+    ],
+)
+def test_a_malformed_uuid_is_refused_with_its_path(place: tuple[Any, ...], reason: str) -> None:
+    body = _payload()
+    target = body
+    for step in place[:-1]:
+        target = target[step]
+    target[place[-1]] = "abc"
+    assert _rejected(body, uuid.UUID(body["id"])) == f"{reason} is not a UUID: 'abc'"
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2025-13-01T00:00:00Z", 1700000000])
+def test_an_unparsable_timestamp_is_refused_with_its_path(value: Any) -> None:
+    body = _payload()
+    body["events"][1]["timestamp"] = value
+    assert (
+        _rejected(body, uuid.UUID(body["id"]))
+        == f"events[1].timestamp is not a timestamp: {value!r}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"events": {"a": 1}}, "events is not an array"),
+        ({"issues": "none"}, "issues is not an array"),
+        ({"events": [1]}, "events[0] is not an object"),
+        ({"issues": [[]]}, "issues[0] is not an object"),
+        ({"version": "v1"}, "version is not an object"),
+        ({"events": [{"intermediate": 5}]}, "events[0].intermediate is not an object"),
+    ],
+)
+def test_parts_of_the_wrong_shape_are_refused(change: dict[str, Any], reason: str) -> None:
+    body = _payload(**change)
+    assert _rejected(body, uuid.UUID(body["id"])).startswith(reason)
+
+
+def test_an_offset_pushing_a_timestamp_out_of_range_is_refused() -> None:
+    body = _payload(timestamp="0001-01-01T00:00:00+05:00")
+    assert "timestamp is out of range" in _rejected(body, uuid.UUID(body["id"]))
+
+
+def test_uuids_in_other_spellings_are_accepted() -> None:
+    org = uuid.uuid4()
+    rows = _normalize(_payload(org_id=org.hex.upper()))
+    assert rows.run.org_id == org
+    rows = _normalize(_payload(org_id="{" + str(org) + "}"))
+    assert rows.run.org_id == org
+
+
+def test_fetched_at_must_carry_a_zone() -> None:
+    body = _payload()
+    with pytest.raises(ValueError):
+        normalize(orjson.dumps(body), uuid.UUID(body["id"]), datetime(2025, 1, 1))
+
+
+def test_offsets_in_fetched_at_are_kept_as_instants() -> None:
+    body = _payload()
+    at = datetime(2025, 1, 1, 9, tzinfo=timezone(timedelta(hours=9)))
+    rows = normalize(orjson.dumps(body), uuid.UUID(body["id"]), at)
+    assert rows.run.fetched_at == datetime(2025, 1, 1, tzinfo=UTC)
