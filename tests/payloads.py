@@ -221,11 +221,12 @@ def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 @st.composite
 def _object(draw: st.DrawFn, fields: dict[str, st.SearchStrategy[Any]]) -> dict[str, Any]:
-    """Each field present, null, or missing; sometimes an unknown extra field too."""
+    """Each field present, null or missing; sometimes an unknown extra field too."""
     out: dict[str, Any] = {}
     for name, strategy in fields.items():
-        if draw(st.integers(0, 9)) > 0:  # missing one time in ten
-            out[name] = draw(_maybe(strategy))
+        presence = draw(st.integers(0, 9))  # missing one time in ten, null one in ten
+        if presence > 0:
+            out[name] = None if presence == 1 else draw(strategy)
     if draw(st.integers(0, 9)) == 0:
         out[draw(st.sampled_from(["extra", "new_field", "x"]))] = draw(_json)
     return out
@@ -259,7 +260,7 @@ def _intermediate_fields(run_id: str) -> dict[str, st.SearchStrategy[Any]]:
         "session_id": _uuids,
         "name": _text,
         "data": _json,
-        "error": _text | st.integers(),
+        "error": _text | st.integers(-(2**63), 2**63 - 1),
         "timestamp": _timestamps(),
     }
 
@@ -317,12 +318,12 @@ def run_payloads(draw: st.DrawFn, max_events: int = 4, max_issues: int = 3) -> d
     body["id"] = run_id
     # A few issue ids, so that duplicates within one run happen.
     issue_ids = st.sampled_from([str(draw(st.uuids())) for _ in range(3)])
-    if draw(st.booleans()):
-        events = _object(_event_fields(run_id)) | st.none()
-        body["events"] = draw(_maybe(st.lists(events, max_size=max_events)))
-    if draw(st.booleans()):
-        issues = _object(_issue_fields(run_id, issue_ids)) | st.none()
-        body["issues"] = draw(_maybe(st.lists(issues, max_size=max_issues)))
-    if draw(st.booleans()):
-        body["version"] = draw(_maybe(_object(_version_fields(_uuids))))
+    parts = {
+        "events": st.lists(_object(_event_fields(run_id)) | st.none(), max_size=max_events),
+        "issues": st.lists(
+            _object(_issue_fields(run_id, issue_ids)) | st.none(), max_size=max_issues
+        ),
+        "version": _object(_version_fields(_uuids)),
+    }
+    body.update(draw(_object(parts)))
     return body

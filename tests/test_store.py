@@ -1,0 +1,464 @@
+"""store_batch and reprocess against real PostgreSQL: what is read back is what the payload says."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import random
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest.db import tables
+from ingest.normalize import (
+    EventRow,
+    IntermediateRow,
+    IssueRow,
+    PayloadRow,
+    RunRow,
+    RunRows,
+    VersionRow,
+    normalize,
+)
+from ingest.store import StoreStats, reprocess, store_batch
+from tests.payloads import make_run_payload, make_version, run_payloads
+
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
+CHILD_TABLES = ("run_events", "event_intermediates", "run_issues", "run_payloads")
+ALL_TABLES = ("runs", "versions", *CHILD_TABLES)
+JSON_COLUMNS = {"run_events": ["output"], "event_intermediates": ["data"]}
+
+
+def _rows(body: dict[str, Any], fetched_at: datetime = T0) -> RunRows:
+    return normalize(orjson.dumps(body), uuid.UUID(body["id"]), fetched_at)
+
+
+async def _store(engine: AsyncEngine, batch: Sequence[RunRows]) -> StoreStats:
+    async with engine.begin() as conn:
+        return await store_batch(conn, batch)
+
+
+async def _table(engine: AsyncEngine, table: str) -> list[dict[str, Any]]:
+    """Every row of a table, without the columns the database fills in itself."""
+    async with engine.connect() as conn:
+        result = await conn.execute(text(f"SELECT * FROM {table}"))
+        rows = [dict(r._mapping) for r in result]
+    for row in rows:
+        if table == "runs":
+            row.pop("updated_at")
+        for column in JSON_COLUMNS.get(table, ()):
+            row[column] = _canonical(row[column])
+    return _sorted(rows)
+
+
+def _sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in key order: by id, else by (run_id, seq)."""
+    return sorted(rows, key=lambda r: (str(r.get("id") or r.get("run_id")), r.get("seq", 0)))
+
+
+async def _snapshot(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
+    return {table: await _table(engine, table) for table in ALL_TABLES}
+
+
+def test_row_types_name_columns_of_their_tables() -> None:
+    for row_type, table in [
+        (RunRow, tables.runs),
+        (VersionRow, tables.versions),
+        (EventRow, tables.run_events),
+        (IntermediateRow, tables.event_intermediates),
+        (IssueRow, tables.run_issues),
+        (PayloadRow, tables.run_payloads),
+    ]:
+        names = [f.name for f in dataclasses.fields(row_type)]
+        assert set(names) <= set(table.c.keys()), row_type
+    # The fetch writes every column of these tables except what the database fills in.
+    for row_type, table, own in [
+        (VersionRow, tables.versions, set()),
+        (EventRow, tables.run_events, set()),
+        (IntermediateRow, tables.event_intermediates, set()),
+        (IssueRow, tables.run_issues, set()),
+        (PayloadRow, tables.run_payloads, set()),
+        (RunRow, tables.runs, {"completed_at", "data", "listed_at", "updated_at"}),
+    ]:
+        assert {f.name for f in dataclasses.fields(row_type)} | own == set(table.c.keys())
+
+
+# --- the property: normalize -> store -> read back gives every field of the payload -------------
+# The expectation below is the policy (docs/payload-policy.md) restated independently of
+# ingest.normalize: NUL removed, naive times in UTC, strings for numbers/booleans converted,
+# non-strings in text columns as JSON text, the last of duplicate issues, issues under the run.
+
+
+def _canonical(value: Any) -> Any:
+    """JSON with numbers compared by value: jsonb keeps a float as the decimal it was sent as."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    return value
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    return value
+
+
+def _expect(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "uuid":
+        return uuid.UUID(value)
+    if kind == "time":
+        moment = datetime.fromisoformat(value)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if kind == "text":
+        return value if isinstance(value, str) else orjson.dumps(value).decode()
+    if kind == "int":
+        return int(value)
+    if kind == "bool":
+        return value if isinstance(value, bool) else str(value).lower() in ("true", "1")
+    return _canonical(value)  # json
+
+
+def _columns(obj: dict[str, Any], kinds: dict[str, str]) -> dict[str, Any]:
+    return {name: _expect(kind, obj.get(name)) for name, kind in kinds.items()}
+
+
+RUN = {"org_id": "uuid", "use_case_id": "uuid", "version_id": "uuid", "status": "text"} | {
+    "annotation": "text",
+    "timestamp": "time",
+}
+VERSION = {"id": "uuid", "slug": "text", "org_id": "uuid", "use_case_id": "uuid"} | {
+    "version_number": "int",
+    "name": "text",
+    "is_published": "bool",
+    "is_live": "bool",
+    "source_version_id": "uuid",
+    "timestamp": "time",
+    "published_at": "time",
+    "is_deleted": "bool",
+    "description": "text",
+    "created_by": "uuid",
+}
+EVENT = {"type": "text", "timestamp": "time", "integration_name": "text"} | {
+    "event_name": "text",
+    "node_id": "text",
+    "output": "json",
+}
+INTERMEDIATE = {"id": "uuid", "node_id": "uuid", "event_id": "uuid", "session_id": "uuid"} | {
+    "name": "text",
+    "data": "json",
+    "error": "text",
+    "timestamp": "time",
+}
+ISSUE = {"id": "uuid", "use_case_id": "uuid", "org_id": "uuid", "run_version_id": "uuid"} | {
+    "status": "text",
+    "priority": "text",
+    "created_at": "time",
+    "type": "text",
+    "updated_at": "time",
+    "assignee": "uuid",
+    "created_by": "uuid",
+    "updated_by": "uuid",
+    "message_id": "uuid",
+    "correction": "text",
+    "correction_reason": "text",
+    "northstar_id": "uuid",
+}
+
+
+def _expected_tables(raw: bytes, fetched_at: datetime) -> dict[str, list[dict[str, Any]]]:
+    body = _clean(orjson.loads(raw))
+    run_id = uuid.UUID(body["id"])
+    sha = hashlib.sha256(raw).hexdigest()
+    run = {"id": run_id, **_columns(body, RUN)} | {
+        "completed_at": None,
+        "data": None,
+        "fetched_at": fetched_at,
+        "payload_sha256": sha,
+        "listed_at": None,
+    }
+    version = body.get("version")
+    versions = []
+    if version and version.get("id"):
+        versions = [_columns(version, VERSION) | {"fetched_at": fetched_at}]
+    events, intermediates = [], []
+    for seq, event in enumerate(body.get("events") or []):
+        events.append({"run_id": run_id, "seq": seq, **_columns(event or {}, EVENT)})
+        if event and event.get("intermediate") is not None:
+            inter = _columns(event["intermediate"], INTERMEDIATE)
+            intermediates.append({"run_id": run_id, "seq": seq, **inter})
+    issues: dict[uuid.UUID, dict[str, Any]] = {}
+    for issue in body.get("issues") or []:
+        if issue and issue.get("id"):
+            issues[uuid.UUID(issue["id"])] = _columns(issue, ISSUE) | {"run_id": run_id}
+    payload = {"run_id": run_id, "body": raw, "sha256": sha, "fetched_at": fetched_at}
+    return {
+        "runs": [run],
+        "versions": versions,
+        "run_events": events,
+        "event_intermediates": intermediates,
+        "run_issues": list(issues.values()),
+        "run_payloads": [payload],
+    }
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=run_payloads())
+async def test_what_is_read_back_is_every_field_of_the_payload(
+    engine: AsyncEngine, body: dict[str, Any]
+) -> None:
+    async with engine.begin() as conn:
+        for table in ("runs", "versions"):  # and, by cascade, everything else
+            await conn.execute(text(f"DELETE FROM {table}"))
+    raw = orjson.dumps(body)
+    rows = normalize(raw, uuid.UUID(body["id"]), T0)
+    stats = await _store(engine, [rows])
+
+    stored = await _snapshot(engine)
+    drift = [p.pop("drift") for p in stored["run_payloads"]]
+    assert drift == [[{"kind": n.kind, "detail": n.detail} for n in rows.drift]]
+    expected = _expected_tables(raw, T0)
+    for table in ALL_TABLES:
+        assert stored[table] == _sorted(expected[table]), table
+    assert stats == StoreStats(runs=1, rows=rows.row_count, skipped_stale=0)
+
+
+# --- re-ingest, staleness, concurrency ------------------------------------------------------------
+
+
+async def test_reingesting_with_fewer_events_and_issues_leaves_no_stale_rows(
+    engine: AsyncEngine,
+) -> None:
+    rng = random.Random(3)
+    body = make_run_payload(rng, events=30, issues=3, status="running")
+    await _store(engine, [_rows(body, T0)])
+
+    body.update(status="completed", events=body["events"][:12], issues=body["issues"][1:])
+    body["issues"][0]["status"] = "closed"
+    await _store(engine, [_rows(body, T0 + timedelta(minutes=5))])
+
+    stored = await _snapshot(engine)
+    assert stored == {
+        t: _sorted(rows)
+        for t, rows in _expected_tables(orjson.dumps(body), T0 + timedelta(minutes=5)).items()
+    } | {"run_payloads": stored["run_payloads"]}
+    assert [r["seq"] for r in stored["run_events"]] == list(range(12))
+    assert len(stored["event_intermediates"]) == 12
+    assert [
+        r["status"] for r in stored["run_issues"] if r["id"] == uuid.UUID(body["issues"][0]["id"])
+    ] == ["closed"]
+    assert stored["runs"][0]["status"] == "completed"
+
+
+async def test_a_stale_payload_is_skipped_entirely(engine: AsyncEngine) -> None:
+    rng = random.Random(4)
+    old = make_run_payload(rng, events=5, status="running")
+    new = dict(old, status="completed", events=old["events"][:2])
+    new["version"] = dict(old["version"], name="renamed")
+    await _store(engine, [_rows(new, T0 + timedelta(minutes=1))])
+    before = await _snapshot(engine)
+
+    stats = await _store(engine, [_rows(old, T0)])
+
+    assert stats == StoreStats(runs=0, rows=0, skipped_stale=1)
+    assert await _snapshot(engine) == before
+
+
+async def test_within_one_batch_the_latest_fetch_of_a_run_wins(engine: AsyncEngine) -> None:
+    body = make_run_payload(random.Random(5), events=4, status="running")
+    later = dict(body, status="completed", events=body["events"][:1])
+    stats = await _store(engine, [_rows(later, T0 + timedelta(seconds=1)), _rows(body, T0)])
+    assert (stats.runs, stats.skipped_stale) == (1, 1)
+    stored = await _snapshot(engine)
+    assert stored["runs"][0]["status"] == "completed" and len(stored["run_events"]) == 1
+
+
+async def test_fetching_keeps_what_discovery_wrote(engine: AsyncEngine) -> None:
+    body = make_run_payload(random.Random(6), events=2)
+    run_id = uuid.UUID(body["id"])
+    completed = T0 + timedelta(minutes=3)
+    async with engine.begin() as conn:
+        await conn.execute(
+            tables.runs.insert().values(
+                id=run_id,
+                status="running",
+                completed_at=completed,
+                data={"lane": "A"},
+                listed_at=T0,
+            )
+        )
+    await _store(engine, [_rows(body)])
+    run = (await _table(engine, "runs"))[0]
+    assert (run["completed_at"], run["data"], run["listed_at"]) == (completed, {"lane": "A"}, T0)
+    assert run["status"] == "completed" and run["fetched_at"] == T0
+
+
+async def test_an_older_version_never_overwrites_a_newer_one(engine: AsyncEngine) -> None:
+    rng = random.Random(8)
+    version = make_version(rng)
+    renamed = dict(version, name="renamed")
+    run_a = make_run_payload(rng, version_pool=[renamed])
+    run_b = make_run_payload(rng, version_pool=[version])
+    await _store(engine, [_rows(run_a, T0 + timedelta(hours=1))])
+    await _store(engine, [_rows(run_b, T0)])
+    assert [v["name"] for v in await _table(engine, "versions")] == ["renamed"]
+    assert len(await _table(engine, "runs")) == 2
+
+
+async def test_an_issue_follows_the_run_fetched_last(engine: AsyncEngine) -> None:
+    rng = random.Random(9)
+    run_a = make_run_payload(rng, issues=1)
+    run_b = make_run_payload(rng, issues=0)
+    run_b["issues"] = [dict(run_a["issues"][0], run_id=run_b["id"], status="closed")]
+    await _store(engine, [_rows(run_a, T0)])
+    await _store(engine, [_rows(run_b, T0 + timedelta(minutes=1))])
+    [issue] = await _table(engine, "run_issues")
+    assert (issue["run_id"], issue["status"]) == (uuid.UUID(run_b["id"]), "closed")
+
+    # A late write of run A's old payload (fetched between the two) cannot pull it back...
+    await _store(engine, [_rows(run_a, T0 + timedelta(seconds=30))])
+    [issue] = await _table(engine, "run_issues")
+    assert issue["run_id"] == uuid.UUID(run_b["id"])
+    # ...a newer fetch of run A that still lists it does.
+    await _store(engine, [_rows(run_a, T0 + timedelta(minutes=2))])
+    [issue] = await _table(engine, "run_issues")
+    assert issue["run_id"] == uuid.UUID(run_a["id"])
+
+
+def _refetched(rows: RunRows, fetched_at: datetime) -> RunRows:
+    return normalize(rows.payload.body, rows.run.id, fetched_at)
+
+
+async def test_eight_concurrent_writers_sharing_versions_never_deadlock(
+    engine: AsyncEngine,
+) -> None:
+    rng = random.Random(10)
+    versions = [make_version(rng) for _ in range(6)]
+    writers = [
+        [
+            _rows(make_run_payload(rng, events=5, issues=1, version_pool=versions), T0)
+            for _ in range(25)
+        ]
+        for _ in range(8)
+    ]
+
+    async def write(batches: list[RunRows], offset: int) -> int:
+        written = 0
+        for round_ in range(3):  # re-fetches too: deletes and upserts of the same rows
+            fetched = T0 + timedelta(seconds=round_ * 10 + offset)
+            batch = [_refetched(r, fetched) for r in batches]
+            written += (await _store(engine, batch)).runs
+        return written
+
+    results = await asyncio.wait_for(
+        asyncio.gather(*(write(batch, i) for i, batch in enumerate(writers))), timeout=60
+    )
+    assert results == [75] * 8
+    stored = await _snapshot(engine)
+    assert len(stored["runs"]) == 200 and len(stored["versions"]) == 6
+    assert len(stored["run_events"]) == 1000 and len(stored["run_issues"]) == 200
+
+
+# --- atomicity and odd payloads at the database -----------------------------------------------
+
+
+async def test_a_failing_batch_writes_nothing(engine: AsyncEngine) -> None:
+    rng = random.Random(11)
+    good = _rows(make_run_payload(rng, events=3))
+    poison = _rows(make_run_payload(rng, events=3))
+    # A NUL that bypassed normalize: PostgreSQL refuses it, so the whole batch must roll back.
+    bad_event = dataclasses.replace(poison.events[1], event_name="a\x00b")
+    poison = dataclasses.replace(poison, events=[poison.events[0], bad_event, poison.events[2]])
+    with pytest.raises(Exception, match="0x00"):
+        await _store(engine, [good, poison])
+    assert all(rows == [] for rows in (await _snapshot(engine)).values())
+
+
+async def test_nul_characters_reach_the_raw_body_and_nowhere_else(engine: AsyncEngine) -> None:
+    body = make_run_payload(random.Random(12), events=2)
+    body["events"][0]["output"] = {"text": "he\x00llo"}
+    raw = orjson.dumps(body)
+    await _store(engine, [normalize(raw, uuid.UUID(body["id"]), T0)])
+    [payload] = await _table(engine, "run_payloads")
+    assert payload["body"] == raw
+    assert payload["drift"] == [{"kind": "nul_removed", "detail": "events[].output.text"}]
+    events = await _table(engine, "run_events")
+    assert events[0]["output"] == {"text": "hello"}
+
+
+async def test_store_batch_needs_a_transaction(engine: AsyncEngine) -> None:
+    rows = _rows(make_run_payload(random.Random(13), events=1))
+    async with engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        with pytest.raises(RuntimeError, match="transaction"):
+            await store_batch(autocommit, [rows])
+
+
+async def test_an_empty_batch_is_a_no_op(engine: AsyncEngine) -> None:
+    assert await _store(engine, []) == StoreStats(runs=0, rows=0, skipped_stale=0)
+
+
+# --- reprocess ------------------------------------------------------------------------------------
+
+
+async def test_reprocess_reproduces_identical_rows(engine: AsyncEngine) -> None:
+    rng = random.Random(14)
+    versions = [make_version(rng) for _ in range(3)]
+    bodies = [make_run_payload(rng, events=6, version_pool=versions) for _ in range(7)]
+    await _store(engine, [_rows(b, T0 + timedelta(seconds=i)) for i, b in enumerate(bodies)])
+    before = await _snapshot(engine)
+    async with engine.begin() as conn:
+        for table in ("run_events", "run_issues", "versions"):
+            await conn.execute(text(f"DELETE FROM {table}"))
+
+    result = await reprocess(engine, batch_size=3)
+
+    assert (result.rebuilt, result.skipped_stale, result.refused, result.missing) == (7, 0, [], [])
+    assert await _snapshot(engine) == before
+
+
+async def test_reprocess_of_chosen_runs_reports_missing_and_refused(engine: AsyncEngine) -> None:
+    rng = random.Random(15)
+    good, bad = make_run_payload(rng, events=2), make_run_payload(rng, events=2)
+    await _store(engine, [_rows(good), _rows(bad)])
+    # Rules change: today's normalize refuses what an earlier one stored.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE run_payloads SET body = :b WHERE run_id = :id"),
+            {"b": b"{broken", "id": uuid.UUID(bad["id"])},
+        )
+    before = await _snapshot(engine)
+    unknown = uuid.uuid4()
+
+    result = await reprocess(engine, [uuid.UUID(good["id"]), uuid.UUID(bad["id"]), unknown])
+
+    assert result.rebuilt == 1 and result.missing == [unknown]
+    assert [(run_id, reason.split(":")[0]) for run_id, reason in result.refused] == [
+        (uuid.UUID(bad["id"]), "invalid JSON")
+    ]
+    assert await _snapshot(engine) == before  # the refused run's rows are left as they were
