@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest.db import tables
+from ingest.db.engine import driver_connection
 from ingest.normalize import (
     EventRow,
     IntermediateRow,
@@ -48,7 +49,8 @@ class StoreStats:
 
 @dataclass
 class ReprocessResult:
-    rebuilt: int = 0
+    runs: int = 0  # runs rebuilt
+    rows: int = 0  # rows written for them
     skipped_stale: int = 0  # a newer fetch landed while reprocess ran: it wins
     refused: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # today's rules say no
     missing: list[uuid.UUID] = field(default_factory=list)  # asked for, but no stored payload
@@ -166,17 +168,6 @@ def _newest_by_id(candidates: list[tuple[Any, Any, Any]]) -> list[Any]:
     return [newest[key][1] for key in sorted(newest)]
 
 
-async def _driver_connection(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under `conn`, inside the caller's transaction."""
-    raw: Any = (await conn.get_raw_connection()).driver_connection
-    if not raw.is_in_transaction():
-        # SQLAlchemy sends BEGIN lazily, on its first statement: make it send it now.
-        await conn.exec_driver_sql("SELECT 1")
-    if not raw.is_in_transaction():
-        raise RuntimeError("store_batch needs a transaction (use `async with engine.begin()`)")
-    return raw
-
-
 async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreStats:
     """Write a batch of normalized runs within the caller's transaction; raise on any error.
 
@@ -184,7 +175,9 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
     """
     if not batch:
         return StoreStats(runs=0, rows=0, skipped_stale=0)
-    raw = await _driver_connection(conn)
+    raw = await driver_connection(conn)
+    if not raw.is_in_transaction():
+        raise RuntimeError("store_batch needs a transaction (use `async with engine.begin()`)")
     candidates = _newest_per_run(batch)
     written = {
         record["id"]: record["inserted"]
@@ -275,7 +268,8 @@ async def reprocess(
                 result.refused.append((run_id, exc.reason))
         async with engine.begin() as conn:
             stats = await store_batch(conn, batch)
-        result.rebuilt += stats.runs
+        result.runs += stats.runs
+        result.rows += stats.rows
         result.skipped_stale += stats.skipped_stale
     if run_ids is not None:
         result.missing = sorted(set(run_ids) - found)

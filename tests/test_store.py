@@ -438,7 +438,7 @@ async def test_reprocess_reproduces_identical_rows(engine: AsyncEngine) -> None:
 
     result = await reprocess(engine, batch_size=3)
 
-    assert (result.rebuilt, result.skipped_stale, result.refused, result.missing) == (7, 0, [], [])
+    assert (result.runs, result.skipped_stale, result.refused, result.missing) == (7, 0, [], [])
     assert await _snapshot(engine) == before
 
 
@@ -457,7 +457,7 @@ async def test_reprocess_of_chosen_runs_reports_missing_and_refused(engine: Asyn
 
     result = await reprocess(engine, [uuid.UUID(good["id"]), uuid.UUID(bad["id"]), unknown])
 
-    assert result.rebuilt == 1 and result.missing == [unknown]
+    assert result.runs == 1 and result.missing == [unknown]
     assert [(run_id, reason.split(":")[0]) for run_id, reason in result.refused] == [
         (uuid.UUID(bad["id"]), "invalid JSON")
     ]
