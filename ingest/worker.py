@@ -124,7 +124,9 @@ class Worker:
         self.stats = WorkerStats()
         self._held: set[uuid.UUID] = set()  # claimed and not yet completed/failed/released
         cap = max(2 * settings.concurrency, self.options.claim_size)
-        self._capacity = cap + self.options.batch_size
+        # Room for a batch being written, one filling up, and the fetches feeding it: with
+        # less, fetching stalls whenever the writer waits on the database.
+        self._capacity = cap + 3 * self.options.batch_size
         self._to_fetch: asyncio.Queue[queue.Claim | object] = asyncio.Queue(cap)
         self._to_store: asyncio.Queue[_Outcome | object] = asyncio.Queue(
             2 * self.options.batch_size

@@ -1,0 +1,293 @@
+"""The main job, end to end: real worker (in-process or as OS processes), real HTTP to the
+simulator, real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest import queue
+from ingest.api.client import ApiClient
+from ingest.api.ratelimit import RateLimiter
+from ingest.config import Secret, Settings
+from ingest.simulator import Simulator
+from ingest.worker import FatalApiError, Worker, WorkerOptions, WorkerStats
+
+API_KEY = "worker-test-key"
+FAST = WorkerOptions(drain=True, retry_base_s=0.05, flush_interval_s=0.05, idle_poll_s=0.5)
+
+
+@pytest_asyncio.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    async with Simulator(runs=300, seed=7, api_key=API_KEY) as s:
+        yield s
+
+
+def api_settings(settings: Settings, sim: Simulator, **changes: object) -> Settings:
+    return settings.with_overrides(
+        base_url=sim.base_url, api_key=Secret(API_KEY), rate_limit=5000.0, **changes
+    )
+
+
+async def drain(
+    settings: Settings, engine: AsyncEngine, options: WorkerOptions = FAST
+) -> WorkerStats:
+    limiter = RateLimiter(engine, settings.rate_limit)
+    try:
+        async with ApiClient(settings, limiter) as client:
+            return await Worker(settings, engine, client, options).run()
+    finally:
+        await limiter.close()
+
+
+async def enqueue(engine: AsyncEngine, run_ids: list[uuid.UUID]) -> None:
+    async with engine.begin() as conn:
+        await queue.enqueue(conn, run_ids)
+
+
+async def scalar(engine: AsyncEngine, sql: str, **params: object) -> object:
+    async with engine.connect() as conn:
+        return (await conn.execute(text(sql), params)).scalar()
+
+
+async def queue_states(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT state, count(*) FROM ingest_queue GROUP BY 1"))
+        return {r[0]: r[1] for r in rows}
+
+
+async def expected_rows(engine: AsyncEngine) -> tuple[int, int]:
+    """Events and issues that the stored raw payloads describe, counted from the bytes."""
+    async with engine.connect() as conn:
+        bodies = [r[0] for r in await conn.execute(text("SELECT body FROM run_payloads"))]
+    events = issues = 0
+    for body in bodies:
+        doc = orjson.loads(body)
+        events += len(doc.get("events") or [])
+        issues += len({i["id"] for i in doc.get("issues") or []})
+    return events, issues
+
+
+async def assert_rows_match_payloads(engine: AsyncEngine, runs: int) -> None:
+    assert await scalar(engine, "SELECT count(*) FROM runs WHERE fetched_at IS NOT NULL") == runs
+    assert await scalar(engine, "SELECT count(*) FROM run_payloads") == runs
+    events, issues = await expected_rows(engine)
+    assert await scalar(engine, "SELECT count(*) FROM run_events") == events
+    assert await scalar(engine, "SELECT count(*) FROM run_issues") == issues
+
+
+async def test_drain_stores_every_run_and_completes_the_queue(
+    settings: Settings, engine: AsyncEngine, sim: Simulator
+) -> None:
+    ids = sim.run_ids()
+    await enqueue(engine, ids)
+    stats = await drain(api_settings(settings, sim), engine)
+    await assert_rows_match_payloads(engine, len(ids))
+    states = await queue_states(engine)
+    unfinished = await scalar(
+        engine, "SELECT count(*) FROM runs WHERE status IN ('scheduled', 'running')"
+    )
+    assert states.get("done", 0) == len(ids) - unfinished
+    # Runs not terminal upstream wait for a later poll; drain did not wait for them.
+    polling = await scalar(
+        engine, "SELECT count(*) FROM ingest_queue WHERE state = 'pending' AND awaiting_terminal"
+    )
+    assert polling == unfinished == stats.polled
+    assert stats.done + stats.polled == len(ids)
+    assert all(sim.fetch_count(r) == 1 for r in ids)
+
+
+async def test_a_run_that_always_fails_ends_dead_with_its_reason(
+    settings: Settings, engine: AsyncEngine, sim: Simulator
+) -> None:
+    bad, *good = sim.run_ids()[:5]
+    sim.set_status_override(bad, 500, b'{"message": "boom"}')
+    await enqueue(engine, [bad, *good])
+    stats = await drain(api_settings(settings, sim, max_attempts=3), engine)
+    assert stats.dead == 1
+    async with engine.connect() as conn:
+        state, attempts = (
+            await conn.execute(
+                text("SELECT state, attempts FROM ingest_queue WHERE run_id = :r"), {"r": bad}
+            )
+        ).one()
+        reason, status, body = (
+            await conn.execute(text("SELECT reason, http_status, body FROM dead_letters"))
+        ).one()
+    assert (state, attempts) == ("dead", 3)
+    assert status == 500 and b"boom" in body
+    assert "500" in reason and "after 3 attempts" in reason
+
+
+async def test_a_payload_that_cannot_be_stored_is_dead_lettered_with_its_raw_body(
+    settings: Settings, engine: AsyncEngine, sim: Simulator
+) -> None:
+    victim, other, *rest = sim.run_ids()[:6]
+    body = orjson.dumps({"id": str(other), "status": "completed", "events": []})
+    sim.set_payload(victim, body)
+    await enqueue(engine, [victim, other, *rest])
+    stats = await drain(api_settings(settings, sim), engine)
+    assert stats.dead == 1
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT run_id, reason, body FROM dead_letters"))).one()
+        stored_under = await conn.execute(
+            text("SELECT count(*) FROM run_payloads WHERE body = :b"), {"b": body}
+        )
+    assert row.run_id == victim and row.body == body
+    assert row.reason.startswith("payload rejected")
+    assert stored_under.scalar() == 0  # never stored under either key
+
+
+async def test_wrong_api_key_stops_the_worker_and_leaves_the_queue_untouched(
+    settings: Settings, engine: AsyncEngine, sim: Simulator
+) -> None:
+    ids = sim.run_ids()[:50]
+    await enqueue(engine, ids)
+    wrong = api_settings(settings, sim).with_overrides(api_key=Secret("not-the-key"))
+    with pytest.raises(FatalApiError, match="HAPPYROBOT_API_KEY"):
+        await drain(wrong, engine)
+    assert await queue_states(engine) == {"pending": len(ids)}
+    assert await scalar(engine, "SELECT max(attempts) FROM ingest_queue") == 0
+    assert await scalar(engine, "SELECT count(*) FROM runs") == 0
+
+
+# -- as real processes -----------------------------------------------------------------------
+
+
+def worker_env(subprocess_env: dict[str, str], sim: Simulator, **extra: str) -> dict[str, str]:
+    env = dict(
+        subprocess_env,
+        HAPPYROBOT_BASE_URL=sim.base_url,
+        HAPPYROBOT_API_KEY=API_KEY,
+        INGEST_RATE_LIMIT="5000",
+    )
+    env.update(extra)
+    return env
+
+
+async def start_worker(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ingest",
+        "worker",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def wait_until(engine: AsyncEngine, sql: str, predicate: object, within_s: float) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        value = await scalar(engine, sql)
+        if predicate(value):  # type: ignore[operator]
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"timed out: {sql} -> {value}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+async def test_worker_processes_share_the_queue_without_overlap(
+    processes: int,
+    settings: Settings,
+    engine: AsyncEngine,
+    sim: Simulator,
+    subprocess_env: dict[str, str],
+) -> None:
+    ids = sim.run_ids()
+    await enqueue(engine, ids)
+    sim.latency_ms = 5
+    env = worker_env(subprocess_env, sim, INGEST_CONCURRENCY="8")
+    procs = [await start_worker(env, "--drain", "--batch-size", "20") for _ in range(processes)]
+    results = await asyncio.gather(*(asyncio.wait_for(p.communicate(), 120) for p in procs))
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err.decode()[-2000:]
+    # Each run fetched exactly once overall: no two workers ever held the same run.
+    assert [r for r in ids if sim.fetch_count(r) != 1] == []
+    await assert_rows_match_payloads(engine, len(ids))
+    assert await scalar(engine, "SELECT count(*) FROM ingest_queue WHERE state = 'running'") == 0
+    # The work was shared (a late starter may find the queue already empty).
+    workers = await scalar(engine, "SELECT count(DISTINCT worker) FROM ingest_batches")
+    assert 2 <= workers <= processes
+
+
+async def test_sigkill_mid_batch_loses_nothing(
+    settings: Settings, engine: AsyncEngine, sim: Simulator, subprocess_env: dict[str, str]
+) -> None:
+    ids = sim.run_ids()
+    await enqueue(engine, ids)
+    sim.latency_ms = 30
+    env = worker_env(subprocess_env, sim, INGEST_CONCURRENCY="4")
+    victim = await start_worker(env, "--lease-seconds", "1.5", "--batch-size", "10")
+    await wait_until(
+        engine, "SELECT count(*) FROM ingest_queue WHERE state = 'done'", lambda n: n >= 20, 60
+    )
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    held = await scalar(engine, "SELECT count(*) FROM ingest_queue WHERE state = 'running'")
+    assert held, "the kill should have left leased runs behind"
+    sim.latency_ms = 0
+    survivor = await start_worker(env, "--drain", "--lease-seconds", "1.5")
+    _, err = await asyncio.wait_for(survivor.communicate(), 120)
+    assert survivor.returncode == 0, err.decode()[-2000:]
+    assert await scalar(engine, "SELECT count(*) FROM ingest_queue WHERE state = 'running'") == 0
+    await assert_rows_match_payloads(engine, len(ids))
+
+
+async def test_sigterm_finishes_in_flight_runs_and_returns_the_rest(
+    settings: Settings, engine: AsyncEngine, sim: Simulator, subprocess_env: dict[str, str]
+) -> None:
+    ids = sim.run_ids()
+    await enqueue(engine, ids)
+    sim.latency_ms = 100
+    env = worker_env(subprocess_env, sim, INGEST_CONCURRENCY="8")
+    proc = await start_worker(env, "--batch-size", "10")
+    await wait_until(
+        engine, "SELECT count(*) FROM ingest_queue WHERE state = 'done'", lambda n: n >= 10, 60
+    )
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"done" in out
+    # Nothing left leased: in-flight runs were finished and stored, unstarted ones returned.
+    assert await scalar(engine, "SELECT count(*) FROM ingest_queue WHERE state = 'running'") == 0
+    assert (
+        await scalar(
+            engine, "SELECT count(*) FROM ingest_queue WHERE state = 'pending' AND attempts > 0"
+        )
+        == 0
+    )
+    stored = await scalar(engine, "SELECT count(*) FROM runs")
+    fetched = sum(sim.fetch_count(r) for r in ids)
+    assert stored == fetched  # every run fetched was stored before exit
+    await assert_rows_match_payloads(engine, stored)  # type: ignore[arg-type]
+
+
+async def test_cli_worker_with_a_wrong_key_says_so_and_exits_1(
+    settings: Settings, engine: AsyncEngine, sim: Simulator, subprocess_env: dict[str, str]
+) -> None:
+    await enqueue(engine, sim.run_ids()[:10])
+    env = worker_env(subprocess_env, sim, HAPPYROBOT_API_KEY="sk-wrong-secret-value")
+    proc = await start_worker(env, "--drain")
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert b"HAPPYROBOT_API_KEY" in err
+    assert b"sk-wrong-secret-value" not in out + err
+    assert await queue_states(engine) == {"pending": 10}
+
+
+def test_environment_has_no_real_api_key() -> None:
+    # The suite must never talk to the real API, whatever the developer's shell holds.
+    assert "platform.happyrobot.ai" not in os.environ.get("HAPPYROBOT_BASE_URL", "")
