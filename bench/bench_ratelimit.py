@@ -9,7 +9,8 @@ simulator received in the window / (R x window)), the busiest sliding second, 42
 limiter's database round trips. The database is DATABASE_URL (a throwaway schema in it), or
 an embedded PostgreSQL when unset.
 
-`worker` is the per-process half; tests/test_ratelimit.py runs it too, for the acceptance check.
+`worker` is the per-process half; tests/test_ratelimit.py uses `run_workers` for the acceptance
+check.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from ingest.api import ApiClient, ApiError, RateLimiter
 from ingest.config import Secret, Settings, load_settings
 from ingest.db import migrate
 from ingest.db.engine import create_engine, resolve_url
+from ingest.logs import configure_logging
 from ingest.simulator import Simulator
 
 API_KEY = "bench-key"
 
 
 async def worker(args: argparse.Namespace) -> dict[str, Any]:
-    """One process: fetch runs through the shared limiter from `start_at` for `seconds`."""
+    """One process: says `ready` once set up, then fetches runs through the shared limiter
+    from the time.monotonic() it reads on stdin, for `seconds` (the clock is system-wide)."""
+    configure_logging("json")  # to stderr: stdout carries the handshake and the result
     settings = Settings(
         database_url=Secret(args.db_url),
         db_schema=args.schema,
@@ -50,8 +54,10 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
     try:
         async with ApiClient(settings, limiter, in_claim_retries=0) as api:
             run_ids = [item["id"] for item in await api.list_runs(limit=2000)]
-            await asyncio.sleep(max(0.0, args.start_at - time.monotonic()))
-            stop = args.start_at + args.seconds
+            print("ready", flush=True)
+            start_at = float(await asyncio.to_thread(sys.stdin.readline))
+            await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+            stop = start_at + args.seconds
 
             async def fetch_loop(offset: int) -> None:
                 nonlocal sent, errors
@@ -68,13 +74,25 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await limiter.close()
         await engine.dispose()
-    return {"sent": sent, "errors": errors, "grants": limiter.grants}
+    return {
+        "sent": sent,
+        "errors": errors,
+        "grants": limiter.grants,
+        "slots_dropped": limiter.slots_dropped,
+    }
 
 
-async def _run_processes(
-    sim: Simulator, db_url: str, schema: str, rate: float, processes: int, seconds: float
+async def run_workers(
+    sim: Simulator,
+    db_url: str,
+    schema: str,
+    rate: float,
+    processes: int,
+    seconds: float,
+    concurrency: int = 16,
 ) -> dict[str, Any]:
-    start_at = time.monotonic() + 3.0  # time for the workers to start and list runs
+    """Start `processes` workers on one fresh bucket, release them together, and report what
+    the simulator received in the window."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
     procs = [
         await asyncio.create_subprocess_exec(
@@ -82,23 +100,39 @@ async def _run_processes(
             __file__,
             "worker",
             *("--base-url", sim.base_url, "--db-url", db_url, "--schema", schema),
-            *("--rate", str(rate), "--name", name, "--start-at", str(start_at)),
-            *("--seconds", str(seconds)),
+            *("--rate", str(rate), "--name", name, "--seconds", str(seconds)),
+            *("--concurrency", str(concurrency)),
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         for _ in range(processes)
     ]
-    outputs = [json.loads((await p.communicate())[0]) for p in procs]
+    for p in procs:
+        assert p.stdout is not None
+        line = await asyncio.wait_for(p.stdout.readline(), 60)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"worker failed to start: {(await p.communicate())[1].decode()}")
+    start_at = time.monotonic() + 0.2
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(f"{start_at}\n".encode())
+        await p.stdin.drain()
+    results = await asyncio.gather(*(p.communicate() for p in procs))
     if any(p.returncode for p in procs):
-        raise SystemExit("a worker process failed")
-    received = len(sim.stats.between(start_at, start_at + seconds))
+        raise RuntimeError("a worker failed: " + " | ".join(e.decode()[-2000:] for _, e in results))
+    outputs = [json.loads(out) for out, _ in results]
+    end = start_at + seconds
+    received = len(sim.stats.between(start_at, end))
     return {
         "processes": processes,
         "requests": received,
         "utilisation": received / (rate * seconds),
-        "max_1s": sim.stats.max_in_window(1.0, start=start_at, end=start_at + seconds),
+        "max_1s": sim.stats.max_in_window(1.0, start=start_at, end=end),
         "429s": sim.stats.rate_limited,
         "grants": sum(o["grants"] for o in outputs),
+        "slots_dropped": sum(o["slots_dropped"] for o in outputs),
+        "workers": outputs,
     }
 
 
@@ -119,7 +153,7 @@ async def bench(args: argparse.Namespace) -> int:
                 prerender=True,
             ) as sim:
                 results.append(
-                    await _run_processes(sim, db_url, schema, args.rate, processes, args.seconds)
+                    await run_workers(sim, db_url, schema, args.rate, processes, args.seconds)
                 )
     finally:
         await engine.dispose()
@@ -150,7 +184,6 @@ def main() -> int:
     for flag in ("--base-url", "--db-url", "--schema", "--name"):
         w.add_argument(flag, required=True)
     w.add_argument("--rate", type=float, required=True)
-    w.add_argument("--start-at", type=float, required=True, help="time.monotonic() to start at")
     w.add_argument("--seconds", type=float, required=True)
     w.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()

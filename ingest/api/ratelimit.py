@@ -13,6 +13,9 @@ How it works
 - Pace is rate * (1 - headroom): an upstream that counts requests in a sliding one-second
   window sees R+1 in a window as soon as one request arrives a little later than the next
   one; 3% of headroom absorbs up to ~30 ms of such scheduling jitter.
+- A waiter that wakes up later than `headroom * 0.6` seconds after its slot (a busy event
+  loop, a stalled process) does not use it and takes the next one, so that tolerance holds
+  whatever the load: late requests are what push a sliding window over R.
 - Burst is 1 token by default: after an idle spell one request goes at once, the rest are
   paced. A bigger burst would let R + burst requests into one second, which an upstream
   enforcing R answers with 429s.
@@ -99,6 +102,8 @@ class RateLimiter:
         self.grants = 0  # database round trips taken for grants
         self._engine = engine
         self._pace = 1.0 - headroom
+        self._max_lateness = headroom * 0.6
+        self.slots_dropped = 0  # slots a late waiter let go, for metrics
         self._grant_seconds = grant_seconds
         self._recovery = recovery
         self._min_factor = min_factor
@@ -115,28 +120,27 @@ class RateLimiter:
         self._waiting += 1
         try:
             async with self._lock:
-                slot = await self._next_slot()
-                delay = slot - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                while True:
+                    slot = await self._next_slot()
+                    delay = slot - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    if time.monotonic() - slot <= self._max_lateness:
+                        break
+                    self.slots_dropped += 1
         finally:
             self._waiting -= 1
             self.wait_seconds_total += time.monotonic() - started
 
     async def _next_slot(self) -> float:
-        while True:
-            if not self._slots:
-                # Shielded: a cancelled waiter must not leave the connection mid-statement.
-                await asyncio.shield(self._take_grant())
-            slot = self._slots.popleft()
-            # A slot missed by more than a grant's length (the process stalled) is dropped,
-            # so a stalled process never fires its backlog as a burst.
-            if slot >= time.monotonic() - self._grant_seconds:
-                return slot
+        if not self._slots:
+            # Shielded: a cancelled waiter must not leave the connection mid-statement.
+            await asyncio.shield(self._take_grant())
+        return self._slots.popleft()
 
     async def _take_grant(self) -> None:
         n = max(1, min(self._waiting, math.ceil(self._pace_rate * self._grant_seconds)))
-        row = await self._execute(
+        row, sent_at = await self._execute(
             _GRANT,
             {
                 "name": self.name,
@@ -151,7 +155,9 @@ class RateLimiter:
         available, delay, pace_rate = float(row[0]), float(row[1]), float(row[2])
         self.grants += 1
         self._pace_rate = pace_rate
-        start = time.monotonic() + max(0.0, delay)
+        # From when the statement was sent, not when its answer was read: a slow event loop
+        # must make the slots late (and dropped), not shift them onto other processes' slots.
+        start = sent_at + max(0.0, delay)
         self._slots.extend(start + max(0.0, i + 1 - available) / pace_rate for i in range(n))
 
     async def penalize(self, retry_after: float | None) -> None:
@@ -171,12 +177,14 @@ class RateLimiter:
                 conn, self._conn = self._conn, None
                 await conn.close()
 
-    async def _execute(self, statement: Any, params: dict[str, Any]) -> Any:
-        """One statement on the limiter's own autocommit connection: one round trip, no BEGIN."""
+    async def _execute(self, statement: Any, params: dict[str, Any]) -> tuple[Any, float]:
+        """One statement on the limiter's own autocommit connection (one round trip, no BEGIN):
+        its first row (None when it returns none) and the time.monotonic() it was sent at."""
         async with self._conn_lock:
             if self._conn is None:
                 conn = await self._engine.connect()
                 self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            sent_at = time.monotonic()
             try:
                 result = await self._conn.execute(statement, params)
             except Exception:
@@ -184,4 +192,4 @@ class RateLimiter:
                 conn, self._conn = self._conn, None
                 await conn.invalidate()
                 raise
-            return result.first()
+            return (result.first() if result.returns_rows else None), sent_at

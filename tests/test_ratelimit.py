@@ -1,0 +1,175 @@
+"""The shared rate limiter against real PostgreSQL, and across real OS processes."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest.api import RateLimiter
+from ingest.config import Settings
+from ingest.simulator import Simulator, SimulatorStats
+
+# The benchmark's worker processes are the ones the acceptance check needs: load, not copy.
+_spec = importlib.util.spec_from_file_location(
+    "bench_ratelimit", Path(__file__).resolve().parents[1] / "bench" / "bench_ratelimit.py"
+)
+assert _spec is not None and _spec.loader is not None
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+async def acquire_for(limiters: list[RateLimiter], seconds: float, tasks: int = 8) -> list[float]:
+    """Times of every acquire that returned, from `tasks` callers per limiter, for `seconds`."""
+    times: list[float] = []
+    stop = time.monotonic() + seconds
+
+    async def caller(limiter: RateLimiter) -> None:
+        while time.monotonic() < stop:
+            await limiter.acquire()
+            times.append(time.monotonic())
+
+    await asyncio.gather(*(caller(lim) for lim in limiters for _ in range(tasks)))
+    # Callers already queued at `stop` still get their tokens; count the window only.
+    return sorted(t for t in times if t < stop)
+
+
+def busiest_second(times: list[float]) -> int:
+    stats = SimulatorStats(request_times=times)
+    return stats.max_in_window(1.0)
+
+
+async def bucket(engine: AsyncEngine, name: str = "api") -> dict[str, float]:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT tokens, factor, EXTRACT(EPOCH FROM paused_until - now())::float8"
+                    " AS paused_for FROM rate_limits WHERE name = :n"
+                ),
+                {"n": name},
+            )
+        ).one()
+    return dict(row._mapping)
+
+
+async def test_one_limiter_paces_at_the_rate_with_few_round_trips(engine: AsyncEngine) -> None:
+    limiter = RateLimiter(engine, 100)
+    try:
+        times = await acquire_for([limiter], 1.5, tasks=16)
+    finally:
+        await limiter.close()
+    assert busiest_second(times) <= 100
+    assert 0.9 * 150 <= len(times) <= 150 + 1
+    assert limiter.grants * 3 < len(times)  # the database is not asked once per request
+    assert limiter.wait_seconds_total > 0
+
+
+async def test_limiters_on_one_row_share_the_rate(engine: AsyncEngine) -> None:
+    a, b = RateLimiter(engine, 40), RateLimiter(engine, 40)
+    try:
+        times = await acquire_for([a, b], 2.0)
+    finally:
+        await a.close()
+        await b.close()
+    assert busiest_second(times) <= 40
+    assert len(times) >= 0.9 * 80
+    assert a.grants >= 5 and b.grants >= 5  # both got their turns
+    other = RateLimiter(engine, 40, name="other")  # another name is another bucket
+    try:
+        assert len(await acquire_for([other], 0.5)) >= 15
+    finally:
+        await other.close()
+
+
+async def test_burst_is_one_token(engine: AsyncEngine) -> None:
+    limiter = RateLimiter(engine, 20)
+    try:
+        await limiter.acquire()
+        await asyncio.sleep(1.0)  # idle: the bucket refills, but only to one token
+        started = time.monotonic()
+        done = []
+
+        async def one() -> None:
+            await limiter.acquire()
+            done.append(time.monotonic() - started)
+
+        await asyncio.gather(*(one() for _ in range(5)))
+    finally:
+        await limiter.close()
+    done.sort()
+    assert done[0] < 0.05
+    pace = 20 * 0.97
+    assert all(t >= (k / pace) - 0.01 for k, t in enumerate(done))
+
+
+async def test_a_dead_worker_wastes_at_most_one_grant(engine: AsyncEngine) -> None:
+    dead = RateLimiter(engine, 50)
+    # Many waiters: it reserves a full grant, then dies before using any of it.
+    waiters = [asyncio.create_task(dead.acquire()) for _ in range(50)]
+    await asyncio.sleep(0.05)
+    for w in waiters:
+        w.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    await dead.close()
+    alive = RateLimiter(engine, 50)
+    try:
+        started = time.monotonic()
+        await alive.acquire()
+        assert time.monotonic() - started <= 0.25  # at most grant_seconds of lost capacity
+        assert len(await acquire_for([alive], 1.0)) >= 40
+    finally:
+        await alive.close()
+
+
+async def test_a_429_pauses_everyone_then_the_rate_recovers(engine: AsyncEngine) -> None:
+    a, b = RateLimiter(engine, 20), RateLimiter(engine, 20)
+    try:
+        await a.acquire()
+        await b.acquire()
+        await a.penalize(1.0)
+        await b.penalize(1.0)  # the same 429 seen twice halves the rate once
+        state = await bucket(engine)
+        assert state["factor"] == 0.5 and 0.8 < state["paused_for"] <= 1.0
+        started = time.monotonic()
+        await b.acquire()
+        assert time.monotonic() - started >= 0.8  # b never saw the 429 itself
+        # Halved, then climbing back at +0.1 per second.
+        slow = await acquire_for([a, b], 1.0)
+        assert 6 <= len(slow) <= 14
+        await asyncio.sleep(1.0)
+        await a.acquire()
+        assert 0.65 <= (await bucket(engine))["factor"] <= 0.9
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_penalize_without_retry_after_pauses_one_second(engine: AsyncEngine) -> None:
+    limiter = RateLimiter(engine, 10)
+    try:
+        await limiter.acquire()
+        await limiter.penalize(None)
+        assert 0.8 < (await bucket(engine))["paused_for"] <= 1.0
+    finally:
+        await limiter.close()
+
+
+async def test_two_processes_keep_an_upstream_limit_of_the_same_rate(settings: Settings) -> None:
+    """The acceptance check: simulator limiting at R, two worker processes configured at R."""
+    rate, seconds = 50.0, 4.0
+    assert settings.database_url is not None
+    async with Simulator(runs=300, latency_ms=20, rate_limit=rate, api_key=bench.API_KEY) as sim:
+        report = await bench.run_workers(
+            sim, settings.database_url.reveal(), settings.db_schema, rate, 2, seconds, 8
+        )
+    assert report["429s"] == 0 and sim.stats.by_status[429] == 0, report
+    assert report["max_1s"] <= rate, report  # the burst of 1 token fits under R as well
+    assert report["utilisation"] >= 0.9, report
+    assert all(w["sent"] > 0.3 * rate * seconds and w["errors"] == 0 for w in report["workers"]), (
+        report
+    )
