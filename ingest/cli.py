@@ -393,7 +393,7 @@ async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
                     await flush()
             finally:
                 if handle not in (None, sys.stdin):
-                    handle.close()  # type: ignore[union-attr]
+                    handle.close()
     finally:
         await engine.dispose()
     where = "argument" if not args.file else "line"
@@ -430,10 +430,16 @@ async def _reprocess(args: argparse.Namespace, settings: Settings) -> int:
         result = await reprocess(engine, ids)
     finally:
         await engine.dispose()
-    print(f"reprocessed {result.runs} runs ({result.rows} rows); {len(result.refused)} refused")
+    print(
+        f"reprocessed {result.runs} runs ({result.rows} rows); {result.skipped_stale} skipped"
+        " (a newer fetch won);"
+        f" {len(result.refused)} refused by today's rules; {len(result.missing)} have no payload"
+    )
     for run_id, reason in result.refused[:20]:
-        print(f"  {run_id}: {reason}")
-    return EXIT_OK if not result.refused else EXIT_FAILURE
+        print(f"  refused {run_id}: {reason}")
+    for run_id in result.missing[:20]:
+        print(f"  no stored payload: {run_id}")
+    return EXIT_OK if not (result.refused or result.missing) else EXIT_FAILURE
 
 
 # -- discovery -------------------------------------------------------------------------------

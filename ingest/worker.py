@@ -8,6 +8,7 @@ long the queue is. One transaction per batch writes the rows and marks the queue
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import os
 import socket
@@ -343,7 +344,7 @@ class Worker:
         failed = [b for b in batch if isinstance(b, _Failed)]
         stored = [b for b in batch if isinstance(b, _Stored)]
         for f in failed:
-            await self._retry_db(lambda f=f: self._record_failure(f))
+            await self._retry_db(functools.partial(self._record_failure, f))
         if stored:
             await self._store(stored)
 

@@ -43,7 +43,7 @@ async def driver_connection(conn: AsyncConnection) -> Any:
     with `engine.begin()`'s block.
     """
     raw = await conn.get_raw_connection()
-    db = raw.driver_connection
+    db: Any = raw.driver_connection
     if conn.in_transaction() and not db.is_in_transaction():
         # SQLAlchemy begins lazily, on its first statement; without this, statements sent
         # straight to asyncpg would each commit on their own.

@@ -26,7 +26,7 @@ async def print_summary(engine: AsyncEngine, stats: WorkerStats) -> None:
         counts = {
             t: (await conn.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one() for t in TABLES
         }
-        states = dict(
+        states: dict[str, int] = dict(
             (await conn.execute(text("SELECT state, count(*) FROM ingest_queue GROUP BY 1"))).all()
         )
         dead = (
