@@ -8,8 +8,8 @@ long the queue is. One transaction per batch writes the rows and marks the queue
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
+import functools
 import os
 import socket
 import time
