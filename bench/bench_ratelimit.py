@@ -164,11 +164,11 @@ async def bench(args: argparse.Namespace) -> int:
         finally:
             await conn.close()
     print(f"rate limit R={args.rate:g}/s, latency {args.latency:g} ms, {args.seconds:g} s window")
-    print("processes  requests  utilisation  busiest 1 s  429s  limiter round trips")
+    print("processes  requests  utilisation  busiest 1 s  429s  limiter round trips  late slots")
     for r in results:
         print(
-            f"{r['processes']:>9}  {r['requests']:>8}  {r['utilisation']:>10.1%}"
-            f"  {r['max_1s']:>11}  {r['429s']:>4}  {r['grants']:>19}"
+            f"{r['processes']:>9}  {r['requests']:>8}  {r['utilisation']:>11.1%}"
+            f"  {r['max_1s']:>11}  {r['429s']:>4}  {r['grants']:>19}  {r['slots_dropped']:>10}"
         )
     worst = min(r["utilisation"] for r in results)
     return 0 if worst >= 0.95 and all(r["429s"] == 0 for r in results) else 1

@@ -13,7 +13,7 @@ How it works
 - Pace is rate * (1 - headroom): an upstream that counts requests in a sliding one-second
   window sees R+1 in a window as soon as one request arrives a little later than the next
   one; 3% of headroom absorbs up to ~30 ms of such scheduling jitter.
-- A waiter that wakes up later than `headroom * 0.6` seconds after its slot (a busy event
+- A waiter that wakes up later than `headroom / 3` seconds after its slot (a busy event
   loop, a stalled process) does not use it and takes the next one, so that tolerance holds
   whatever the load: late requests are what push a sliding window over R.
 - Burst is 1 token by default: after an idle spell one request goes at once, the rest are
@@ -102,7 +102,7 @@ class RateLimiter:
         self.grants = 0  # database round trips taken for grants
         self._engine = engine
         self._pace = 1.0 - headroom
-        self._max_lateness = headroom * 0.6
+        self._max_lateness = headroom / 3
         self.slots_dropped = 0  # slots a late waiter let go, for metrics
         self._grant_seconds = grant_seconds
         self._recovery = recovery
