@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -45,6 +47,9 @@ class WorkerOptions:
     poll_unfinished_s: float = 60.0  # next fetch of a run still scheduled/running upstream
     shutdown_grace_s: float = 30.0
     retry_base_s: float = queue.BACKOFF_BASE_S  # backoff of failed attempts, in the queue
+    # Concurrent batch transactions: while one waits on PostgreSQL the next fills up, and the
+    # server can use a second core.
+    writers: int = 2
 
 
 @dataclass
@@ -58,6 +63,7 @@ class WorkerStats:
     rows: int = 0
     batches: int = 0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
+    batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # metrics
 
     @property
     def elapsed(self) -> float:
@@ -105,7 +111,8 @@ def _database_unreachable(exc: BaseException) -> bool:
 
 
 def _reason_kind(reason: str) -> str:
-    return reason.split(":", 1)[0]
+    # A retryable API error starts with "GET /runs/<id>: ": its kind is what follows.
+    return re.sub(r"^GET \S+: ", "", reason).split(":", 1)[0]
 
 
 class Worker:
@@ -127,7 +134,7 @@ class Worker:
         cap = max(2 * settings.concurrency, self.options.claim_size)
         # Room for a batch being written, one filling up, and the fetches feeding it: with
         # less, fetching stalls whenever the writer waits on the database.
-        self._capacity = cap + 3 * self.options.batch_size
+        self._capacity = cap + (self.options.writers + 1) * self.options.batch_size
         self._to_fetch: asyncio.Queue[queue.Claim | object] = asyncio.Queue(cap)
         self._to_store: asyncio.Queue[_Outcome | object] = asyncio.Queue(
             2 * self.options.batch_size
@@ -137,6 +144,11 @@ class Worker:
         self._fatal: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def fatal(self) -> str | None:
+        """Why the worker stopped for good (the API refused the credentials), if it did."""
+        return self._fatal
 
     def stop(self) -> None:
         """Stop claiming; runs already being fetched finish, unstarted claims go back."""
@@ -158,7 +170,9 @@ class Worker:
                     asyncio.create_task(self._fetch_loop())
                     for _ in range(self.settings.concurrency)
                 ]
-                writer = asyncio.create_task(self._write_loop())
+                writers = [
+                    asyncio.create_task(self._write_loop()) for _ in range(self.options.writers)
+                ]
                 renewer = asyncio.create_task(self._renew_loop())
                 try:
                     await self._claim_loop()
@@ -170,11 +184,12 @@ class Worker:
                     )
                     for task in pending:
                         task.cancel()
-                    await self._to_store.put(_STOP)
-                    await writer
+                    for _ in writers:
+                        await self._to_store.put(_STOP)
+                    await asyncio.gather(*writers)
                 finally:
                     renewer.cancel()
-                    for task in [*fetchers, writer]:
+                    for task in [*fetchers, *writers]:
                         task.cancel()
                     await self._retry_db(lambda: self._release(list(self._held)), attempts=3)
                     if stop_listening is not None:
@@ -374,10 +389,12 @@ class Worker:
             for s in stored
             if not s.rows.terminal
         ]
+        started = time.monotonic()
         async with self.engine.begin() as conn:
             result = await store_batch(conn, [s.rows for s in stored])
             await queue.complete(conn, self.id, done, polls)
             await queue.record_batch(conn, self.id, len(stored), 0, result.rows)
+        self.stats.batch_seconds.append(time.monotonic() - started)
         self.stats.done += len(done)
         self.stats.polled += len(polls)
         self.stats.rows += result.rows
