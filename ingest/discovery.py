@@ -72,7 +72,9 @@ class DiscoveryError(Exception):
 class Paging:
     page_size: int = 1000
     max_pages: int = 5  # full pages of one sub-window before it is cut (see module doc)
-    span: timedelta = timedelta(days=1)  # the largest sub-window
+    # The largest sub-window. Cuts make a dense sub-window cost nothing extra, so this only
+    # bounds how many requests a sparse stretch takes (a quiet year: ~52).
+    span: timedelta = timedelta(days=7)
     # On top of the client's few in-call retries: a backfill has no queue to fall back on,
     # so a page is asked again patiently (Retry-After honoured up to a minute) before giving up.
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(4, base=1.0, max_backoff=60.0))
