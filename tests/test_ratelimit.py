@@ -10,8 +10,8 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ingest.api import RateLimiter
-from ingest.config import Settings
+from ingest.api import ApiClient, RateLimiter
+from ingest.config import Secret, Settings
 from ingest.simulator import Simulator, SimulatorStats
 
 # The benchmark's worker processes are the ones the acceptance check needs: load, not copy.
@@ -173,3 +173,20 @@ async def test_two_processes_keep_an_upstream_limit_of_the_same_rate(settings: S
     assert all(w["sent"] > 0.3 * rate * seconds and w["errors"] == 0 for w in report["workers"]), (
         report
     )
+
+
+async def test_a_429_through_the_client_slows_every_process(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    async with Simulator(runs=5, api_key="k") as sim:
+        run_id = sim.run_ids()[0]
+        sim.set_status_override(run_id, 429, b"", headers={"Retry-After": "1"}, times=1)
+        limiter = RateLimiter(engine, 20)
+        api_settings = settings.with_overrides(api_key=Secret("k"), base_url=sim.base_url)
+        try:
+            async with ApiClient(api_settings, limiter) as api:
+                fetched = await api.get_run(run_id)
+        finally:
+            await limiter.close()
+    assert fetched.attempts == 2
+    assert 0.5 <= (await bucket(engine))["factor"] < 0.6  # halved, barely recovered yet

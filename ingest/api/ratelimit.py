@@ -165,11 +165,13 @@ class RateLimiter:
         pause = 1.0 if retry_after is None else max(0.0, retry_after)
         self._slots.clear()
         log.warning("ratelimit.penalized", name=self.name, pause_s=pause)
-        await asyncio.shield(
-            self._execute(
-                _PENALIZE, {"name": self.name, "pause": pause, "min_factor": self._min_factor}
-            )
-        )
+        params = {"name": self.name, "pause": pause, "min_factor": self._min_factor}
+        try:
+            await asyncio.shield(self._execute(_PENALIZE, params))
+        except Exception as exc:
+            # Best effort: the caller is already handling a 429, and the next grant will
+            # surface a database that is really gone.
+            log.warning("ratelimit.penalize_failed", name=self.name, error=str(exc))
 
     async def close(self) -> None:
         async with self._conn_lock:
