@@ -7,6 +7,7 @@ frame that can appear in a traceback holds it in a local, and errors are raised 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class ApiClient:
         )
         self._base = URL(settings.base_url.rstrip("/"))
         self._session: aiohttp.ClientSession | None = None
+        self._in_flight = asyncio.Semaphore(settings.concurrency)
         if settings.api_key is not None:
             register_secret(settings.api_key.reveal())
 
@@ -174,16 +176,19 @@ class ApiClient:
         """One request under the limiter: (status, body) for a 2xx, else the matching ApiError."""
         if self._session is None:
             raise RuntimeError("ApiClient used outside `async with`")
-        if self._limiter is not None:
-            await self._limiter.acquire()
-        try:
-            async with self._session.get(url) as resp:
-                status, body = resp.status, await resp.read()
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        except TimeoutError:
-            raise RetryableError(f"{what}: timed out waiting for the API") from None
-        except aiohttp.ClientError as exc:
-            raise RetryableError(f"{what}: {type(exc).__name__}: {exc}") from None
+        async with self._in_flight:
+            # The token is taken once a pooled connection is sure to be free: a token spent
+            # queueing for the pool would reach the API late and bunch up with later ones.
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            try:
+                async with self._session.get(url) as resp:
+                    status, body = resp.status, await resp.read()
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            except TimeoutError:
+                raise RetryableError(f"{what}: timed out waiting for the API") from None
+            except aiohttp.ClientError as exc:
+                raise RetryableError(f"{what}: {type(exc).__name__}: {exc}") from None
         if 200 <= status < 300:
             return status, body
         if status == 429 and self._limiter is not None:
