@@ -270,6 +270,7 @@ class _Lister:
             if page and page == previous:
                 raise DiscoveryError("GET /runs returned the same page for a new offset")
             previous = page
+            last_in_page: datetime | None = None
             for item in page:
                 try:
                     run = parse_item(item)
@@ -277,11 +278,15 @@ class _Lister:
                     invalid += 1
                     log.warning("discovery.invalid_run_id", error=str(exc))
                     continue
-                if run.id in seen:
-                    continue
-                runs[run.id] = run
-                if run.timestamp is not None and (latest is None or run.timestamp > latest):
-                    latest = run.timestamp
+                if run.timestamp is not None:
+                    # Cuts rely on ascending order: an API ignoring `sort` must stop us.
+                    if last_in_page is not None and run.timestamp < last_in_page:
+                        raise DiscoveryError("GET /runs did not sort by timestamp ascending")
+                    last_in_page = run.timestamp
+                    if latest is None or run.timestamp > latest:
+                        latest = run.timestamp
+                if run.id not in seen:
+                    runs[run.id] = run
             return len(page) < self.paging.page_size
 
         offset = 0
@@ -325,12 +330,13 @@ async def _walk(
     on_slice: Callable[[Slice], Awaitable[None]],
 ) -> None:
     """List each gap oldest first, in sub-windows of adaptive span (see the module doc).
-    A gap starting at None has no lower bound: it is one sub-window, cut as needed."""
+    A gap starting at None has no lower bound (its runs may be years old): it is one
+    sub-window, cut as needed, rather than a walk through the years in spans."""
     span = lister.paging.span
     for gap_start, gap_end in gaps:
         t, seen = gap_start, set[uuid.UUID]()
         while t is None or t < gap_end:
-            stop = gap_end if t is None else min(t + span, gap_end)
+            stop = gap_end if gap_start is None or t is None else min(t + span, gap_end)
             piece = await lister.slice(t, stop, seen)
             await on_slice(piece)
             if t is not None and piece.end < stop:  # cut: this much fitted in max_pages

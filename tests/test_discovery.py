@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -147,6 +147,37 @@ def test_gaps_skip_finished_windows() -> None:
         (d[4], d[6]),
     ]
     assert discovery._gaps(d[2], d[5], [(d[0], d[8])]) == []
+
+
+class FakeList:
+    """A list endpoint that answers every request with `page` (whatever the offset)."""
+
+    def __init__(self, page: list[dict[str, Any]]) -> None:
+        self.page = page
+
+    async def list_runs(self, **_: Any) -> list[dict[str, Any]]:
+        return self.page
+
+
+@pytest.mark.parametrize(
+    ("order", "problem"),
+    [(reversed, "did not sort"), (list, "same page")],
+)
+async def test_listing_refuses_an_api_that_breaks_paging(
+    order: Callable[[list[dict[str, Any]]], Any], problem: str
+) -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    page = [
+        {"id": str(uuid.uuid4()), "timestamp": (t0 + timedelta(seconds=i)).isoformat()}
+        for i in range(4)
+    ]
+    lister = discovery._Lister(
+        FakeList(list(order(page))),  # type: ignore[arg-type]
+        Paging(page_size=4, max_pages=2),
+        discovery.Filters(),
+    )
+    with pytest.raises(discovery.DiscoveryError, match=problem):
+        await lister.slice(t0, t0 + timedelta(days=1), set())
 
 
 # -- backfill --------------------------------------------------------------------------------
@@ -408,7 +439,8 @@ async def test_worker_sync_every_keeps_the_tables_current(
     settings: Settings, engine: AsyncEngine, subprocess_env: dict[str, str]
 ) -> None:
     async with Simulator(runs=200, seed=11, api_key=API_KEY) as sim:
-        proc = await start_cli(cli_env(subprocess_env, sim), "worker", "--sync-every", "1s")
+        env = cli_env(subprocess_env, sim, INGEST_RATE_LIMIT="500")
+        proc = await start_cli(env, "worker", "--sync-every", "1s")
         try:
             added = sim.add_runs(5)
             deadline = asyncio.get_running_loop().time() + 20
