@@ -101,6 +101,12 @@ def _uuid_arg(text: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
 
 
+def _port_arg(text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
+    return int(text)
+
+
 def _page_size_arg(text: str) -> int:
     if not text.strip().isdigit() or not 1 <= int(text) <= 5000:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 5000")
@@ -204,6 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration_arg,
         metavar="DURATION",
         help="also run `sync` on this schedule (e.g. 1m), instead of from cron",
+    )
+    wk.add_argument(
+        "--metrics-port",
+        type=_port_arg,
+        metavar="P",
+        help="serve /metrics, /healthz, /readyz and a status page (/) on this port",
+    )
+    wk.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",
+        metavar="HOST",
+        help="address for --metrics-port (default 0.0.0.0, for containers; 127.0.0.1: local)",
     )
 
     rd = command("retry-dead", "move dead-lettered runs back to pending", _retry_dead)
@@ -566,18 +584,25 @@ async def run_worker(
     engine: AsyncEngine,
     options: WorkerOptions,
     sync_every: timedelta | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> WorkerStats:
     """The worker with signal handling: the first SIGTERM/SIGINT drains gracefully, the
     second exits at once (leases then expire on their own). With `sync_every`, `sync` runs
     on that schedule alongside, through the same client and rate limit, until the worker
-    stops."""
+    stops. With `metrics` (host, port), the operations server runs around the worker."""
     from ingest.discovery import sync_every as periodic_sync
+    from ingest.ops.server import OpsServer
     from ingest.worker import Worker
 
     loop = asyncio.get_running_loop()
     syncing: asyncio.Task[None] | None = None
     async with api_client(settings, engine) as client:
         worker = Worker(settings, engine, client, options)
+        ops: OpsServer | None = None
+        if metrics is not None:
+            host, port = metrics
+            ops = OpsServer(engine, worker=worker, host=host, port=port, schema=settings.db_schema)
+            await ops.start()
         if sync_every is not None:
             syncing = asyncio.create_task(periodic_sync(engine, client, sync_every.total_seconds()))
         signals = 0
@@ -601,6 +626,8 @@ async def run_worker(
                 syncing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await syncing
+            if ops is not None:
+                await ops.close()
 
 
 async def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -613,7 +640,10 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     options = WorkerOptions(drain=args.drain, **{k: v for k, v in given.items() if v is not None})
     engine = create_engine(settings, pool_size=4)
     try:
-        stats = await run_worker(settings, engine, options, sync_every=args.sync_every)
+        metrics = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
+        stats = await run_worker(
+            settings, engine, options, sync_every=args.sync_every, metrics=metrics
+        )
     except FatalApiError as exc:
         sys.stderr.write(f"hr-ingest: worker stopped: {exc}\n")
         return EXIT_FAILURE

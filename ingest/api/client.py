@@ -80,8 +80,13 @@ class ApiClient:
         self._base = URL(settings.base_url.rstrip("/"))
         self._session: aiohttp.ClientSession | None = None
         self._in_flight = asyncio.Semaphore(settings.concurrency)
+        self.responses: dict[int, int] = {}  # HTTP status -> responses, read by ops.metrics
         if settings.api_key is not None:
             register_secret(settings.api_key.reveal())
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        return self._limiter
 
     def __repr__(self) -> str:
         return f"ApiClient(base_url={str(self._base)!r})"
@@ -189,6 +194,7 @@ class ApiClient:
                 raise RetryableError(f"{what}: timed out waiting for the API") from None
             except aiohttp.ClientError as exc:
                 raise RetryableError(f"{what}: {type(exc).__name__}: {exc}") from None
+        self.responses[status] = self.responses.get(status, 0) + 1
         if 200 <= status < 300:
             return status, body
         if status == 429 and self._limiter is not None:

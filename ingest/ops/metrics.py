@@ -1,0 +1,203 @@
+"""Prometheus metrics of one worker process, in a registry of its own.
+
+The hot path keeps plain counters (WorkerStats, the client's response counts, the limiter's
+wait time) and this module reads them at scrape time, so the worker pays nothing per run for
+being observed. Queue gauges come from the cached database snapshot (`ops.snapshot`): they
+describe the whole queue, so every worker reports the same values; dashboards take `max`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ingest import __version__
+from ingest.db.tables import QUEUE_STATES
+from ingest.ops.snapshot import SnapshotPoller
+
+if TYPE_CHECKING:
+    from ingest.worker import Worker
+
+PREFIX = "hr_ingest"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# A batch is one transaction of up to a few hundred runs: milliseconds to seconds.
+BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+_UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
+_PARENS = re.compile(r"\s*\([^)]*\)")
+
+
+def reason_label(kind: str) -> str:
+    """A failure kind as a label value from a small set: every distinct value is a time series
+    kept forever, so ids and byte counts ("unparsable body (123 bytes)") must not reach it."""
+    label = _PARENS.sub("", _UUID.sub("{id}", kind)).strip()
+    return label[:60] or "unknown"
+
+
+class _Collector(Collector):
+    """Reads the process's counters and the cached snapshot when Prometheus scrapes."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._process()
+        yield from self._database()
+        yield GaugeMetricFamily(
+            f"{PREFIX}_event_loop_lag_seconds",
+            "How late the event loop last woke a short timer: a busy or blocked process.",
+            value=self.metrics.loop_lag_s,
+        )
+
+    def _process(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            f"{PREFIX}_info",
+            "Constant 1, labelled with the version and worker id.",
+            labels=["version", "worker"],
+        )
+        w = self.metrics.worker
+        info.add_metric([__version__, w.id if w is not None else ""], 1)
+        yield info
+
+        s = w.stats if w is not None else None
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+        yield counter("runs_claimed", "Runs claimed from the queue.", s.claimed if s else 0)
+        yield counter(
+            "runs_completed", "Runs stored in a terminal state (queue: done).", s.done if s else 0
+        )
+        yield counter(
+            "runs_polled",
+            "Runs stored while not terminal upstream; fetched again later.",
+            s.polled if s else 0,
+        )
+        yield counter(
+            "runs_retried",
+            "Failed attempts put back in the queue for a retry.",
+            s.retried if s else 0,
+        )
+        yield counter("runs_dead_lettered", "Runs given up on (dead letter).", s.dead if s else 0)
+        failed = CounterMetricFamily(
+            f"{PREFIX}_runs_failed",
+            "Failed attempts by short reason (retried or dead-lettered).",
+            labels=["reason"],
+        )
+        by_label: dict[str, int] = {}
+        for kind, n in s.failures_by_reason.items() if s else ():
+            label = reason_label(kind)
+            by_label[label] = by_label.get(label, 0) + n
+        for label, n in sorted(by_label.items()):
+            failed.add_metric([label], n)
+        yield failed
+        yield counter("rows_written", "Rows written to the run tables.", s.rows if s else 0)
+
+        http = CounterMetricFamily(
+            f"{PREFIX}_http_requests", "API responses by HTTP status.", labels=["status"]
+        )
+        limiter_wait = 0.0
+        if w is not None:
+            for status, n in sorted(w.client.responses.items()):
+                http.add_metric([str(status)], n)
+            limiter = w.client.limiter
+            limiter_wait = limiter.wait_seconds_total if limiter is not None else 0.0
+        yield http
+        yield counter(
+            "ratelimit_wait_seconds",
+            "Seconds requests spent waiting for the shared rate limiter.",
+            limiter_wait,
+        )
+
+    def _database(self) -> Iterable[Metric]:
+        poller = self.metrics.poller
+        snap = poller.latest if poller is not None else None
+        queue = GaugeMetricFamily(
+            f"{PREFIX}_queue_runs",
+            "Runs in the queue by state (whole database).",
+            labels=["state"],
+        )
+        oldest = GaugeMetricFamily(
+            f"{PREFIX}_queue_oldest_due_age_seconds",
+            "How long the oldest due pending run has waited (0 when none is due).",
+        )
+        drift = GaugeMetricFamily(
+            f"{PREFIX}_schema_drift_runs",
+            "Stored runs whose payload showed this kind of schema drift.",
+            labels=["kind"],
+        )
+        if snap is not None:
+            for state in QUEUE_STATES:
+                queue.add_metric([state], snap.counts.get(state, 0))
+            oldest.add_metric([], snap.oldest_due_age_s or 0.0)
+            for kind, n in snap.drift:
+                drift.add_metric([kind], n)
+        yield queue
+        yield oldest
+        yield drift
+        refreshed = GaugeMetricFamily(
+            f"{PREFIX}_status_refreshed_timestamp_seconds",
+            "When the queue gauges were last read from the database (Unix time).",
+        )
+        failures = CounterMetricFamily(
+            f"{PREFIX}_status_refresh_failures", "Failed reads of the queue gauges."
+        )
+        if poller is not None:
+            if poller.refreshed_at is not None:
+                refreshed.add_metric([], poller.refreshed_at)
+            failures.add_metric([], poller.failures)
+        yield refreshed
+        yield failures
+
+
+class Metrics:
+    """The registry of one process: `render()` is the body of `GET /metrics`."""
+
+    def __init__(self, worker: Worker | None = None, poller: SnapshotPoller | None = None) -> None:
+        self.worker = worker
+        self.poller = poller
+        self.loop_lag_s = 0.0  # set by the server's heartbeat
+        self.registry = CollectorRegistry()
+        self.batch_seconds = Histogram(
+            f"{PREFIX}_batch_write_seconds",
+            "Time to write one batch (rows and queue updates, one transaction).",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_Collector(self))
+
+    def observe_batches(self) -> None:
+        """Move the worker's batch timings into the histogram (a bounded buffer, drained here:
+        the worker never imports prometheus)."""
+        if self.worker is None:
+            return
+        pending = self.worker.stats.batch_seconds
+        while pending:
+            self.batch_seconds.observe(pending.popleft())
+
+    def render(self) -> bytes:
+        self.observe_batches()
+        return generate_latest(self.registry)
+
+
+def exposed_names(registry: CollectorRegistry) -> set[str]:
+    """Every series name a query can use: `x_total` for counters, `x_bucket` etc. for
+    histograms, even for families with no samples yet (a label nobody has hit)."""
+    names: set[str] = set()
+    for family in registry.collect():
+        names.add(family.name)
+        names.update(s.name for s in family.samples)
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        elif family.type == "histogram":
+            names.update(f"{family.name}{x}" for x in ("_bucket", "_count", "_sum"))
+    return names
