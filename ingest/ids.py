@@ -17,14 +17,18 @@ _UUID = re.compile(
 )
 
 
+class InvalidRunId(ValueError):
+    """Not a UUID: refused before it reaches any URL or SQL statement."""
+
+
 def parse_run_id(value: object) -> uuid.UUID:
-    """The UUID in `value`, or ValueError with a message that quotes it (shortened)."""
+    """The UUID in `value`, or InvalidRunId with a message that quotes it (shortened)."""
     if isinstance(value, uuid.UUID):
         return value
-    text = value.strip() if isinstance(value, str) else None
-    if not text or not _UUID.match(text):
-        shown = repr(value)[:60]
-        raise ValueError(f"not a run ID (expected a UUID): {shown}")
+    text = value if isinstance(value, str) else None
+    if not text or not _UUID.fullmatch(text):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise InvalidRunId(f"not a run ID (expected a UUID): {shown}")
     return uuid.UUID(text)
 
 

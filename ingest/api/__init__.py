@@ -1,6 +1,6 @@
 """Everything that talks HTTP to HappyRobot: client, error classes, retry policy, rate limiter."""
 
-from ingest.api.client import ApiClient, FetchedRun, parse_run_id
+from ingest.api.client import ApiClient, FetchedRun
 from ingest.api.errors import ApiError, AuthError, InvalidRunId, PermanentError, RetryableError
 from ingest.api.ratelimit import RateLimiter
 from ingest.api.retry import RetryPolicy, backoff, parse_retry_after
@@ -17,5 +17,4 @@ __all__ = [
     "RetryableError",
     "backoff",
     "parse_retry_after",
-    "parse_run_id",
 ]

@@ -8,7 +8,6 @@ frame that can appear in a traceback holds it in a local, and errors are raised 
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,16 +21,14 @@ from ingest import __version__
 from ingest.api.errors import (
     ApiError,
     AuthError,
-    InvalidRunId,
     PermanentError,
     RetryableError,
 )
 from ingest.api.ratelimit import RateLimiter
 from ingest.api.retry import RetryPolicy, parse_retry_after, with_retries
 from ingest.config import Settings
+from ingest.ids import parse_run_id
 from ingest.logs import register_secret
-
-_UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
 
 
 @dataclass(frozen=True)
@@ -41,16 +38,6 @@ class FetchedRun:
     status: int
     fetched_at: datetime
     attempts: int  # HTTP requests this fetch took, retries included
-
-
-def parse_run_id(run_id: uuid.UUID | str) -> uuid.UUID:
-    """The run id as a UUID, or InvalidRunId (`../x`, `%2e%2e/x`, '' and friends never pass)."""
-    if isinstance(run_id, uuid.UUID):
-        return run_id
-    if isinstance(run_id, str) and _UUID.fullmatch(run_id):
-        return uuid.UUID(run_id)
-    shown = repr(run_id) if len(repr(run_id)) <= 60 else repr(run_id)[:57] + "..."
-    raise InvalidRunId(f"not a run id (expected a UUID): {shown}")
 
 
 def _iso(t: datetime) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ingest.ids import InvalidRunId
 from ingest.logs import scrub
 
 
@@ -41,5 +42,4 @@ class AuthError(ApiError):
     """401/403: the API key or organization is wrong; no other run can succeed either."""
 
 
-class InvalidRunId(ValueError):
-    """Not a UUID: refused before any URL is built, so nothing odd ever reaches a path."""
+__all__ = ["ApiError", "AuthError", "InvalidRunId", "PermanentError", "RetryableError"]
