@@ -49,7 +49,7 @@ STATUS_PAGE = (
   .swatch { display:inline-block; width:10px; height:10px; border-radius:2px;
             margin:0 4px 0 10px; vertical-align:-1px; }
   svg text { fill:var(--muted); font-size:11px; }
-  .grid2 { display:grid; grid-template-columns:2fr 1fr; gap:16px; }
+  .grid2 { display:grid; grid-template-columns:2fr 1fr; gap:16px; align-items:start; }
   .grid2 section { margin-top:16px; }
   table { width:100%; border-collapse:collapse; font-variant-numeric:tabular-nums; }
   th { text-align:left; color:var(--muted); font-weight:500; font-size:12px;
@@ -156,14 +156,16 @@ function drawChart(done, dead) {
   const box = $("chart"), W = box.clientWidth || 800, H = 220;
   const left = 44, right = 8, top = 10, bottom = 24, n = done.length;
   const max = Math.max(1, ...done.map((d, i) => d + dead[i]));
-  const nice = Math.pow(10, Math.floor(Math.log10(max)));
-  const ymax = Math.ceil(max / nice) * nice;
+  // Whole-number gridlines at 1, 2 or 5 times a power of ten, about four of them.
+  const raw = max / 4, p10 = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = Math.max(1, [1, 2, 5, 10].map((m) => m * p10).find((s) => s >= raw));
+  const ymax = Math.ceil(max / step) * step;
   const pw = W - left - right, ph = H - top - bottom, bw = pw / n;
   box.replaceChildren();
-  for (let k = 0; k <= 4; k++) {
-    const v = ymax * k / 4, y = top + ph - ph * k / 4;
+  for (let v = 0; v <= ymax; v += step) {
+    const y = top + ph - ph * v / ymax;
     box.append(svg("line", {x1: left, x2: W - right, y1: y, y2: y, stroke: "#e4e7ec"}));
-    box.append(svg("text", {x: left - 6, y: y + 4, "text-anchor": "end"}, fmt(Math.round(v))));
+    box.append(svg("text", {x: left - 6, y: y + 4, "text-anchor": "end"}, fmt(v)));
   }
   // Index 0 is the last minute: draw it at the right edge.
   for (let i = 0; i < n; i++) {
