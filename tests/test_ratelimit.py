@@ -102,7 +102,9 @@ async def test_burst_is_one_token(engine: AsyncEngine) -> None:
     finally:
         await limiter.close()
     done.sort()
-    assert done[0] < 0.05
+    # The first goes at once (one database round trip, slow on a loaded machine) ...
+    assert done[0] < 0.25
+    # ... and the rest are paced: an idle bucket holds one token, not more.
     pace = 20 * 0.97
     assert all(t >= (k / pace) - 0.01 for k, t in enumerate(done))
 
