@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 if TYPE_CHECKING:
@@ -323,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for secret in (settings.api_key, settings.database_url):
         if secret is not None:
             register_secret(secret.reveal())
+    if settings.database_url is not None:
+        # The password alone too: a driver's error or frame can show it without its URL.
+        register_secret(make_url(settings.database_url.reveal()).password)
     configure_logging(settings.log_format)
     handler: Handler = args.handler
     try:

