@@ -3,9 +3,10 @@
 `store_batch` runs inside the caller's transaction, so the worker can mark its queue rows done
 in the same one: either every row of the batch is written, or (on any error) none is.
 
-Set-based: a handful of statements per batch whatever its size. Parents are upserted from
-`unnest` arrays; children of re-fetched runs are deleted and all children are COPYed in, which
-is what makes "exactly what the latest payload says" cheap to guarantee.
+Set-based: a handful of statements per batch whatever its size. Runs and versions are upserted
+from `unnest` arrays; every child of the written runs is deleted in one statement, then events,
+intermediates and payloads are COPYed in and issues (which can move between runs) upserted.
+That is what makes "exactly what the latest payload says" cheap to guarantee.
 
 Locks are taken in one global order - runs, then versions, then issues, each sorted by id - so
 any number of concurrent writers sharing versions wait for each other but never deadlock.
@@ -121,12 +122,11 @@ _INTERMEDIATES = _Target.of(tables.event_intermediates, IntermediateRow, {"data"
 _ISSUES = _Target.of(tables.run_issues, IssueRow)
 _PAYLOADS = _Target.of(tables.run_payloads, PayloadRow, {"drift": _drift_json})
 
-# Only runs whose stored payload is not newer are written; RETURNING says which, and whether
-# the run is new (xmax = 0), in which case it has no old children to delete.
+# Only runs whose stored payload is not newer are written; RETURNING says which.
 _UPSERT_RUNS = _RUNS.insert(
     f"ON CONFLICT (id) DO UPDATE SET {_RUNS.set_all('id')}, updated_at = now()"
     " WHERE t.fetched_at IS NULL OR t.fetched_at <= excluded.fetched_at"
-    " RETURNING id, (xmax = 0) AS inserted"
+    " RETURNING id"
 )
 _UPSERT_VERSIONS = _VERSIONS.insert(
     f"ON CONFLICT (id) DO UPDATE SET {_VERSIONS.set_all('id')}"
@@ -139,13 +139,24 @@ _UPSERT_ISSUES = _ISSUES.insert(
     " WHERE coalesce((SELECT fetched_at FROM runs WHERE id = t.run_id), '-infinity')"
     " <= (SELECT fetched_at FROM runs WHERE id = excluded.run_id)"
 )
-_UPSERT_PAYLOADS = _PAYLOADS.insert(
-    f"ON CONFLICT (run_id) DO UPDATE SET {_PAYLOADS.set_all('run_id')}"
+# Children are replaced, not upserted: deleted (one statement for the four tables), then
+# COPYed in. For every written run, not only re-fetched ones: run_events and
+# event_intermediates have no foreign key (see ingest.db.tables), so rows left behind by a run
+# deleted by hand must not make the COPY of its next fetch fail; probing the primary keys for
+# runs that have no children costs a few ms per 200 runs (and runs listed by discovery before
+# their fetch, the usual case, are not new to `runs` anyway). A separate statement after the runs
+# upsert, so that it runs under the runs' row locks with a fresh snapshot: a concurrent
+# writer of the same run has committed by then, and its children are seen and deleted.
+_DELETE_CHILDREN = (
+    "WITH "
+    + ", ".join(
+        f"d{n} AS (DELETE FROM {table.name} WHERE run_id = ANY($1::uuid[]))"
+        for n, table in enumerate(
+            (tables.event_intermediates, tables.run_events, tables.run_issues, tables.run_payloads)
+        )
+    )
+    + " SELECT"
 )
-_DELETE_CHILDREN = [
-    f"DELETE FROM {table.name} WHERE run_id = ANY($1::uuid[])"
-    for table in (tables.event_intermediates, tables.run_events, tables.run_issues)
-]
 
 
 def _newest_per_run(batch: Sequence[RunRows]) -> list[RunRows]:
@@ -180,7 +191,7 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
         raise RuntimeError("store_batch needs a transaction (use `async with engine.begin()`)")
     candidates = _newest_per_run(batch)
     written = {
-        record["id"]: record["inserted"]
+        record["id"]
         for record in await raw.fetch(
             _UPSERT_RUNS, *_RUNS.arrays([rows.run for rows in candidates])
         )
@@ -196,14 +207,16 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
     if versions:
         await raw.execute(_UPSERT_VERSIONS, *_VERSIONS.arrays(versions))
 
-    refetched = [rows.run.id for rows in runs if not written[rows.run.id]]
-    if refetched:
-        for statement in _DELETE_CHILDREN:
-            await raw.execute(statement, refetched)
+    await raw.execute(_DELETE_CHILDREN, [rows.run.id for rows in runs])
 
     events = [event for rows in runs for event in rows.events]
     intermediates = [inter for rows in runs for inter in rows.intermediates]
-    for target, rows_ in ((_EVENTS, events), (_INTERMEDIATES, intermediates)):
+    payloads = [rows.payload for rows in runs]
+    for target, rows_ in (
+        (_EVENTS, events),
+        (_INTERMEDIATES, intermediates),
+        (_PAYLOADS, payloads),
+    ):
         if rows_:
             await raw.copy_records_to_table(
                 target.table, records=map(target.record, rows_), columns=target.columns
@@ -214,7 +227,6 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
     )
     if issues:
         await raw.execute(_UPSERT_ISSUES, *_ISSUES.arrays(issues))
-    await raw.execute(_UPSERT_PAYLOADS, *_PAYLOADS.arrays([rows.payload for rows in runs]))
 
     stats.rows = 2 * len(runs) + len(versions) + len(events) + len(intermediates) + len(issues)
     return stats

@@ -233,7 +233,8 @@ async def test_what_is_read_back_is_every_field_of_the_payload(
     engine: AsyncEngine, body: dict[str, Any]
 ) -> None:
     async with engine.begin() as conn:
-        for table in ("runs", "versions"):  # and, by cascade, everything else
+        # run_events and event_intermediates have no foreign key: no cascade from runs.
+        for table in ("event_intermediates", "run_events", "runs", "versions"):
             await conn.execute(text(f"DELETE FROM {table}"))
     raw = orjson.dumps(body)
     rows = normalize(raw, uuid.UUID(body["id"]), T0)
@@ -273,6 +274,48 @@ async def test_reingesting_with_fewer_events_and_issues_leaves_no_stale_rows(
         r["status"] for r in stored["run_issues"] if r["id"] == uuid.UUID(body["issues"][0]["id"])
     ] == ["closed"]
     assert stored["runs"][0]["status"] == "completed"
+
+
+async def test_a_run_deleted_by_hand_without_its_children_can_be_ingested_again(
+    engine: AsyncEngine,
+) -> None:
+    """run_events/event_intermediates have no foreign key: leftovers must not block a re-fetch."""
+    body = make_run_payload(random.Random(16), events=6, issues=1)
+    await _store(engine, [_rows(body, T0)])
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM runs"))  # cascades to issues and payloads only
+    assert len(await _table(engine, "run_events")) == 6
+
+    body["events"] = body["events"][:4]
+    stats = await _store(engine, [_rows(body, T0 + timedelta(minutes=1))])
+
+    assert stats.runs == 1
+    expected = _expected_tables(orjson.dumps(body), T0 + timedelta(minutes=1))
+    stored = await _snapshot(engine)
+    stored["run_payloads"][0].pop("drift")
+    assert stored == {t: _sorted(rows) for t, rows in expected.items()}
+
+
+async def test_payload_bodies_are_stored_uncompressed_and_readable_in_sql(
+    engine: AsyncEngine,
+) -> None:
+    body = make_run_payload(random.Random(17), events=30, issues=2)
+    raw = orjson.dumps(body)
+    await _store(engine, [_rows(body)])
+    async with engine.connect() as conn:
+        storage = await conn.scalar(
+            text(
+                "SELECT attstorage::text FROM pg_attribute"
+                " WHERE attrelid = 'run_payloads'::regclass AND attname = 'body'"
+            )
+        )
+        stored_size, as_text = (
+            await conn.execute(
+                text("SELECT pg_column_size(body), convert_from(body, 'UTF8') FROM run_payloads")
+            )
+        ).one()
+    assert storage == "e"  # EXTERNAL: out of line, no pglz (see docs/payload-policy.md)
+    assert stored_size == len(raw) and as_text == raw.decode()
 
 
 async def test_a_stale_payload_is_skipped_entirely(engine: AsyncEngine) -> None:
