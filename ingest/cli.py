@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -327,7 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.database_url is not None:
         # The password alone too: a driver's error or frame can show it without its URL.
         register_secret(make_url(settings.database_url.reveal()).password)
-    configure_logging(settings.log_format)
+    # `demo` speaks to a person: its summary says what happened, so only warnings are logged.
+    quiet = args.command == "demo" and FIELD_TO_VAR["log_format"] not in os.environ
+    configure_logging(settings.log_format, logging.WARNING if quiet else logging.INFO)
     handler: Handler = args.handler
     try:
         return asyncio.run(handler(args, settings))
@@ -686,7 +689,10 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
         await migrate.upgrade(engine)
         async with Simulator(runs=args.runs, seed=42, api_key=DEMO_API_KEY) as sim:
             demo = settings.with_overrides(
-                base_url=sim.base_url, api_key=Secret(DEMO_API_KEY), rate_limit=rate
+                base_url=sim.base_url,
+                api_key=Secret(DEMO_API_KEY),
+                org_id=str(sim.org_id),  # a real org id from the environment would get 403s
+                rate_limit=rate,
             )
             print(f"API simulator: {sim.base_url} with {args.runs} runs; rate limit {rate:g}/s")
             found = await _demo_discover(demo, engine, sim)

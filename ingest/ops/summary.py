@@ -13,12 +13,13 @@ if TYPE_CHECKING:
 TABLES = ("runs", "versions", "run_events", "event_intermediates", "run_issues", "run_payloads")
 
 EXAMPLE_QUERY = """\
-SELECT status, count(*) AS runs,
-       round(avg(n_events), 1) AS avg_events
-FROM runs
-JOIN (SELECT run_id, count(*) AS n_events FROM run_events GROUP BY run_id) e
-  ON e.run_id = runs.id
-GROUP BY status ORDER BY runs DESC"""
+SELECT status, annotation, sum(runs) AS runs,
+       round(sum(avg_duration_s * runs) / sum(runs)) AS avg_duration_s,
+       sum(runs_with_issues) AS runs_with_issues
+FROM bi_daily_runs
+GROUP BY status, annotation
+ORDER BY runs DESC
+LIMIT 8"""
 
 
 async def print_summary(engine: AsyncEngine, stats: WorkerStats) -> None:
@@ -53,8 +54,13 @@ async def print_summary(engine: AsyncEngine, stats: WorkerStats) -> None:
         print("dead letters (first 5):")
         for run_id, reason in dead:
             print(f"  {run_id}  {reason}")
-    print("\nan example dashboard query:\n")
+    print(
+        "\nan example dashboard query (the bi_* views are made for Metabase, Superset, Grafana):\n"
+    )
     print("  " + EXAMPLE_QUERY.replace("\n", "\n  "))
     print()
-    for row in example:
-        print("  " + "  ".join(str(v) for v in row))
+    headers = ["status", "annotation", "runs", "avg_duration_s", "runs_with_issues"]
+    cells = [[("-" if v is None else str(v)) for v in row] for row in example]
+    widths = [max(len(x) for x in col) for col in zip(headers, *cells, strict=False)]
+    for row in [headers, *cells]:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip())
