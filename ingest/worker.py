@@ -27,7 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest import queue
 from ingest.api.client import ApiClient
-from ingest.api.errors import AuthError, InvalidRunId, PermanentError, RetryableError
+from ingest.api.errors import (
+    ApiError,
+    AuthError,
+    InvalidRunId,
+    PermanentError,
+    RetryableError,
+)
 from ingest.config import Settings
 from ingest.normalize import PayloadRejected, RunRows, normalize
 from ingest.store import store_batch
@@ -120,8 +126,17 @@ def _database_unreachable(exc: BaseException) -> bool:
 
 
 def _reason_kind(reason: str) -> str:
-    # A retryable API error starts with "GET /runs/<id>: ": its kind is what follows.
-    return re.sub(r"^GET \S+: ", "", reason).split(":", 1)[0]
+    """The stable part of a reason ("HTTP 500", "payload rejected"): a metrics label and a
+    `status` group, never one value per run."""
+    return reason.split(":", 1)[0]
+
+
+def _api_reason(exc: ApiError) -> str:
+    # The client's messages start with "GET /runs/<id>: "; the run is known, the rest is news.
+    text = re.sub(r"^GET \S+: ", "", str(exc))
+    if exc.status is not None and not text.startswith("HTTP "):
+        text = f"HTTP {exc.status}: {text}"
+    return text
 
 
 class Worker:
@@ -304,9 +319,9 @@ class Worker:
             self.stop()
             return None
         except PermanentError as exc:
-            return _Failed(claim, f"HTTP {exc.status}: {exc}", True, None, exc.status, exc.body)
+            return _Failed(claim, _api_reason(exc), True, None, exc.status, exc.body)
         except RetryableError as exc:
-            return _Failed(claim, f"{exc}", False, exc.retry_after, exc.status, exc.body)
+            return _Failed(claim, _api_reason(exc), False, exc.retry_after, exc.status, exc.body)
         except InvalidRunId as exc:
             return _Failed(claim, f"invalid run id: {exc}", True)
         except Exception as exc:  # never let one run kill the worker
