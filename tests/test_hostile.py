@@ -305,7 +305,7 @@ def expected_outcome(body: bytes, run_id: uuid.UUID) -> tuple[str, str | set[str
 
 
 @settings(
-    max_examples=4,
+    max_examples=3,
     deadline=None,
     derandomize=False,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
