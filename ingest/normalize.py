@@ -574,15 +574,23 @@ def _prefixed(prefix: str, bad: _BadField) -> _BadField:
     return _BadField(f"{prefix}{bad.path}", bad.problem)
 
 
-def normalize(body: bytes, run_id: uuid.UUID, fetched_at: datetime) -> RunRows:
+def normalize(
+    body: bytes,
+    run_id: uuid.UUID,
+    fetched_at: datetime,
+    *,
+    document: dict[str, Any] | None = None,
+) -> RunRows:
     """Rows for every table from one fetched body; raises PayloadRejected if it cannot be stored.
 
     `fetched_at` must be timezone-aware: it decides which of two payloads is newer.
+    `document` is `body` already parsed by orjson (the API client parses it to check it);
+    it is consumed: normalize may change it.
     """
     if fetched_at.tzinfo is None:
         raise ValueError("fetched_at must be timezone-aware")
     notes = _Notes()
-    doc = _parse(body)
+    doc = document if type(document) is dict else _parse(body)
     # A NUL can only arrive escaped; its absence means no string needs cleaning.
     if b"\\u0000" in body:
         doc = _strip_nul(doc, "", notes)

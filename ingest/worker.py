@@ -328,7 +328,9 @@ class Worker:
             log.exception("unexpected fetch error")
             return _Failed(claim, f"unexpected: {type(exc).__name__}: {exc}", False)
         try:
-            rows = normalize(fetched.body, claim.run_id, fetched.fetched_at)
+            rows = normalize(
+                fetched.body, claim.run_id, fetched.fetched_at, document=fetched.document
+            )
         except PayloadRejected as exc:
             return _Failed(
                 claim, f"payload rejected: {exc}", True, None, fetched.status, fetched.body

@@ -38,6 +38,8 @@ class FetchedRun:
     status: int
     fetched_at: datetime
     attempts: int  # HTTP requests this fetch took, retries included
+    # The body parsed while checking it, so that normalize need not parse it again.
+    document: dict[str, Any] | None = None
 
 
 def _iso(t: datetime) -> str:
@@ -107,18 +109,19 @@ class ApiClient:
         what = f"GET /runs/{rid}"
         url = self._base / "runs" / str(rid)
 
-        async def once() -> tuple[int, bytes]:
+        async def once() -> tuple[int, bytes, dict[str, Any]]:
             status, body = await self._get(url, what)
-            if not isinstance(_parse(body, what, status), dict):
+            document = _parse(body, what, status)
+            if not isinstance(document, dict):
                 raise RetryableError(
                     f"{what}: truncated or unparsable body (not a JSON object)",
                     status=status,
                     body=body,
                 )
-            return status, body
+            return status, body, document
 
-        (status, body), attempts = await with_retries(once, self._policy, what)
-        return FetchedRun(rid, body, status, datetime.now(UTC), attempts)
+        (status, body, document), attempts = await with_retries(once, self._policy, what)
+        return FetchedRun(rid, body, status, datetime.now(UTC), attempts, document)
 
     async def list_runs(
         self,
