@@ -35,5 +35,10 @@ lint-deploy: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# A bounded soak (default 3 minutes; SOAK_MINUTES=N): faults, SIGKILLs, then every row checked.
+SOAK_MINUTES ?= 3
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
