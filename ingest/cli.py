@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -333,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_format, logging.WARNING if quiet else logging.INFO)
     handler: Handler = args.handler
     try:
-        return asyncio.run(handler(args, settings))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(handler(args, settings))
     except UsageError as exc:
         sys.stderr.write(f"hr-ingest: error: {scrub(str(exc))}\n")
         return EXIT_USAGE
@@ -345,6 +347,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the last line of defence: one readable line, no secrets
         sys.stderr.write(f"hr-ingest: {command_name(args)} failed: {_describe(exc)}\n")
         return EXIT_FAILURE
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it exists: the worker spends most of its time in HTTP and socket I/O."""
+    try:
+        import uvloop
+    except ImportError:  # Windows, or installed without it
+        return None
+    # Most objects here die young and acyclic (parsed payloads, rows); collecting the young
+    # generation every 700 allocations cost more than it freed.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    return uvloop.new_event_loop
 
 
 def command_name(args: argparse.Namespace) -> str:
