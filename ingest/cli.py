@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -20,11 +20,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 if TYPE_CHECKING:
-    from ingest.api.client import ApiClient
     from ingest.discovery import Tally
     from ingest.worker import WorkerOptions, WorkerStats
 
 from ingest import __version__, queue
+from ingest.api.client import open_client
 from ingest.config import FIELD_TO_VAR, ConfigError, Settings, load_settings
 from ingest.db.engine import create_engine
 from ingest.ids import BadLine, parse_lines, parse_run_id
@@ -511,7 +511,7 @@ async def _discover(args: argparse.Namespace, settings: Settings) -> int:
     engine = create_engine(settings, pool_size=2)
     try:
         with Progress("discover", unit="runs") as progress:
-            async with api_client(settings, engine) as client:
+            async with open_client(settings, engine) as client:
                 await discovery.discover(
                     engine,
                     client,
@@ -557,7 +557,7 @@ async def _sync(args: argparse.Namespace, settings: Settings) -> int:
     engine = create_engine(settings, pool_size=3)
     try:
         with Progress("sync", unit="runs") as progress:
-            async with api_client(settings, engine) as client:
+            async with open_client(settings, engine) as client:
                 result = await discovery.sync(engine, client, options, _progress_callback(progress))
     except (ApiError, discovery.DiscoveryError) as exc:
         sys.stderr.write(
@@ -587,20 +587,6 @@ def require_api_key(settings: Settings) -> None:
         raise ConfigError("HAPPYROBOT_API_KEY", "required to call the API (set it or --api-key)")
 
 
-@contextlib.asynccontextmanager
-async def api_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[ApiClient]:
-    """An API client under the rate limiter that every process on `engine`'s database shares."""
-    from ingest.api.client import ApiClient
-    from ingest.api.ratelimit import RateLimiter
-
-    limiter = RateLimiter(engine, settings.rate_limit)
-    try:
-        async with ApiClient(settings, limiter) as client:
-            yield client
-    finally:
-        await limiter.close()
-
-
 async def run_worker(
     settings: Settings,
     engine: AsyncEngine,
@@ -618,7 +604,7 @@ async def run_worker(
 
     loop = asyncio.get_running_loop()
     syncing: asyncio.Task[None] | None = None
-    async with api_client(settings, engine) as client:
+    async with open_client(settings, engine) as client:
         worker = Worker(settings, engine, client, options)
         ops: OpsServer | None = None
         if metrics is not None:
@@ -728,7 +714,7 @@ async def _demo_discover(settings: Settings, engine: AsyncEngine, sim: Any) -> i
     from ingest import discovery
 
     until = datetime.now(UTC)
-    async with api_client(settings, engine) as client:
+    async with open_client(settings, engine) as client:
         tally = await discovery.discover(
             engine,
             client,

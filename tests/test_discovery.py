@@ -6,8 +6,7 @@ import asyncio
 import itertools
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,9 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest import cli, discovery
-from ingest.api.client import ApiClient
+from ingest.api.client import open_client
 from ingest.api.errors import ApiError
-from ingest.api.ratelimit import RateLimiter
 from ingest.api.retry import RetryPolicy
 from ingest.config import Secret, Settings
 from ingest.discovery import Paging, SyncOptions
@@ -37,16 +35,6 @@ def api_settings(settings: Settings, sim: Simulator) -> Settings:
     return settings.with_overrides(
         base_url=sim.base_url, api_key=Secret(API_KEY), rate_limit=5000.0
     )
-
-
-@asynccontextmanager
-async def client_for(settings: Settings, engine: AsyncEngine) -> AsyncIterator[ApiClient]:
-    limiter = RateLimiter(engine, settings.rate_limit)
-    try:
-        async with ApiClient(settings, limiter) as client:
-            yield client
-    finally:
-        await limiter.close()
 
 
 class ListCalls:
@@ -190,7 +178,7 @@ async def test_backfill_finds_every_run_exactly_once(
         # 700 runs at one instant: deeper than max_pages, so that instant is paged to its end.
         dense = sim.add_runs(700, at=now() - timedelta(days=2))
         s = api_settings(settings, sim)
-        async with client_for(s, engine) as client:
+        async with open_client(s, engine) as client:
             since = now() - timedelta(days=8)
             tally = await discovery.discover(
                 engine, client, since=since, until=now(), paging=PAGING
@@ -264,7 +252,7 @@ async def test_an_api_fault_stops_discover_and_a_rerun_resumes(
         s = api_settings(settings, sim)
         since = now() - timedelta(days=8)
         paging = Paging(page_size=100, max_pages=3, span=timedelta(hours=6), retry=PAGING.retry)
-        async with client_for(s, engine) as client:
+        async with open_client(s, engine) as client:
             with pytest.raises(ApiError):
                 await discovery.discover(engine, client, since=since, until=now(), paging=paging)
             finished = await finished_windows(engine)
@@ -335,7 +323,7 @@ async def test_sync_finds_runs_added_while_and_after_paging(
         sim.runs.query = query  # type: ignore[method-assign]
         s = api_settings(settings, sim)
         options = SyncOptions(paging=PAGING)
-        async with client_for(s, engine) as client:
+        async with open_client(s, engine) as client:
             first = await discovery.sync(engine, client, options)
             after = sim.add_runs(25)
             # Arrived late: stamped before the last watermark, within the overlap.
@@ -372,7 +360,7 @@ async def test_a_running_run_is_refetched_until_it_ends(
         assert running
         s = api_settings(settings, sim)
         options = SyncOptions(since=now() - timedelta(days=8), paging=PAGING)
-        async with client_for(s, engine) as client:
+        async with open_client(s, engine) as client:
             await discovery.sync(engine, client, options)
             await Worker(s, engine, client, DRAIN).run()
             stored = dict(await rows(engine, "SELECT id, status FROM runs"))
@@ -397,7 +385,7 @@ async def test_refresh_days_refetches_recently_finished_runs(
 ) -> None:
     async with Simulator(runs=120, seed=10, api_key=API_KEY) as sim:
         s = api_settings(settings, sim)
-        async with client_for(s, engine) as client:
+        async with open_client(s, engine) as client:
             await discovery.sync(engine, client, SyncOptions(since=now() - timedelta(days=8)))
             await Worker(s, engine, client, DRAIN).run()
             finished = await scalar(
@@ -416,7 +404,7 @@ async def test_only_one_sync_runs_at_a_time(
 ) -> None:
     async with Simulator(runs=100, seed=8, api_key=API_KEY, latency_ms=200) as sim:
         s = api_settings(settings, sim)
-        async with client_for(s, engine) as client:
+        async with open_client(s, engine) as client:
             a, b = await asyncio.gather(
                 discovery.sync(engine, client, SyncOptions(paging=PAGING)),
                 discovery.sync(engine, client, SyncOptions(paging=PAGING)),

@@ -17,8 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest import queue
-from ingest.api.client import ApiClient
-from ingest.api.ratelimit import RateLimiter
+from ingest.api.client import open_client
 from ingest.config import Secret, Settings
 from ingest.simulator import Simulator
 from ingest.worker import FatalApiError, Worker, WorkerOptions, WorkerStats
@@ -42,12 +41,8 @@ def api_settings(settings: Settings, sim: Simulator, **changes: object) -> Setti
 async def drain(
     settings: Settings, engine: AsyncEngine, options: WorkerOptions = FAST
 ) -> WorkerStats:
-    limiter = RateLimiter(engine, settings.rate_limit)
-    try:
-        async with ApiClient(settings, limiter) as client:
-            return await Worker(settings, engine, client, options).run()
-    finally:
-        await limiter.close()
+    async with open_client(settings, engine) as client:
+        return await Worker(settings, engine, client, options).run()
 
 
 async def enqueue(engine: AsyncEngine, run_ids: list[uuid.UUID]) -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
 from ingest import __version__
@@ -224,3 +227,14 @@ def _message(body: bytes) -> str:
     else:
         text = body[:200].decode("utf-8", "replace") or "(empty body)"
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+@asynccontextmanager
+async def open_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[ApiClient]:
+    """An ApiClient under the rate limiter that every process on `engine`'s database shares."""
+    limiter = RateLimiter(engine, settings.rate_limit)
+    try:
+        async with ApiClient(settings, limiter) as client:
+            yield client
+    finally:
+        await limiter.close()
