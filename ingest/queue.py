@@ -7,7 +7,6 @@ Workers never write SQL; they call these functions.
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -17,19 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.db.engine import driver_connection
 
-# Retry backoff for failed attempts, in the queue (not holding a lease): 2 s, 4 s, ... 15 min.
-BACKOFF_BASE_S = 2.0
-BACKOFF_CAP_S = 900.0
-
 
 def notify_channel(schema: str) -> str:
     return f"hr_ingest_{schema}"
-
-
-def retry_delay(attempts: int, base_s: float = BACKOFF_BASE_S) -> float:
-    """Exponential backoff with full jitter, never below half the base."""
-    ceiling = min(BACKOFF_CAP_S, base_s * 2 ** max(0, attempts - 1))
-    return max(base_s / 2, random.uniform(0, ceiling))
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,13 +209,13 @@ async def fail(
     error: str,
     *,
     max_attempts: int,
-    retry_after_s: float | None = None,
     http_status: int | None = None,
     body: bytes | None = None,
-    backoff_base_s: float = BACKOFF_BASE_S,
+    delay_s: float = 0.0,
 ) -> str:
-    """A failed attempt: schedule the next one with backoff, or dead-letter the run once it
-    has had `max_attempts`. Returns the new state ('pending', 'dead', or '' if not ours)."""
+    """A failed attempt: the next one waits `delay_s` in the queue (no lease held), or the
+    run is dead-lettered once it has had `max_attempts`. Returns the new state ('pending',
+    'dead', or '' if the run is not ours any more)."""
     db = await driver_connection(conn)
     attempts = await db.fetchval(
         "SELECT attempts FROM ingest_queue WHERE run_id = $1 AND state = 'running'"
@@ -241,7 +230,6 @@ async def fail(
             conn, owner, run_id, f"{error} (after {attempts} attempts)", http_status, body
         )
         return "dead"
-    delay = max(retry_after_s or 0.0, retry_delay(attempts, backoff_base_s))
     await db.execute(
         """
         UPDATE ingest_queue SET state = 'pending', last_error = $3,
@@ -252,7 +240,7 @@ async def fail(
         run_id,
         owner,
         error,
-        delay,
+        delay_s,
     )
     return "pending"
 

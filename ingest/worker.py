@@ -34,6 +34,7 @@ from ingest.api.errors import (
     PermanentError,
     RetryableError,
 )
+from ingest.api.retry import backoff
 from ingest.config import Settings
 from ingest.normalize import PayloadRejected, RunRows, normalize
 from ingest.store import store_batch
@@ -52,7 +53,9 @@ class WorkerOptions:
     idle_poll_s: float = 5.0  # fallback when no NOTIFY arrives
     poll_unfinished_s: float = 60.0  # next fetch of a run still scheduled/running upstream
     shutdown_grace_s: float = 30.0
-    retry_base_s: float = queue.BACKOFF_BASE_S  # backoff of failed attempts, in the queue
+    # Backoff of failed attempts, waited in the queue: 2 s, 4 s, ... capped at 15 minutes.
+    retry_base_s: float = 2.0
+    retry_cap_s: float = 900.0
     # Concurrent batch transactions: while one waits on PostgreSQL the next fills up, and the
     # server can use a second core.
     writers: int = 2
@@ -442,10 +445,9 @@ class Worker:
                     f.claim.run_id,
                     f.reason,
                     max_attempts=self.settings.max_attempts,
-                    retry_after_s=f.retry_after_s,
                     http_status=f.http_status,
                     body=f.body,
-                    backoff_base_s=self.options.retry_base_s,
+                    delay_s=self._retry_delay(f),
                 )
         self._held.discard(f.claim.run_id)
         kind = _reason_kind(f.reason)
@@ -456,6 +458,12 @@ class Worker:
         elif state == "pending":
             self.stats.retried += 1
             log.info("run will be retried", run_id=str(f.claim.run_id), reason=f.reason)
+
+    def _retry_delay(self, f: _Failed) -> float:
+        o = self.options
+        jittered = backoff(f.claim.attempt, base=o.retry_base_s, cap=o.retry_cap_s)
+        # Never sooner than the API asked, nor (full jitter can draw ~0) at once.
+        return max(f.retry_after_s or 0.0, jittered, o.retry_base_s / 2)
 
     async def _retry_db(self, action: Callable[[], Awaitable[T]], attempts: int = 0) -> T:
         """Run `action`, waiting out a database that is unreachable (0 attempts: forever,

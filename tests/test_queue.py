@@ -102,14 +102,24 @@ async def test_failures_back_off_then_dead_letter_with_body(engine: AsyncEngine)
             (claim,) = await queue.claim(conn, "w", 1, 60)
             assert claim.attempt == attempt
             state = await queue.fail(
-                conn, "w", run, "HTTP 503", max_attempts=3, http_status=503, body=b"oops"
+                conn,
+                "w",
+                run,
+                "HTTP 503",
+                max_attempts=3,
+                http_status=503,
+                body=b"oops",
+                delay_s=30,
             )
         assert state == ("dead" if attempt == 3 else "pending")
         if state == "pending":
             async with engine.connect() as conn:
                 due = (
                     await conn.execute(
-                        text("SELECT available_at > now(), last_error FROM ingest_queue")
+                        text(
+                            "SELECT available_at > now() + interval '29 s', last_error"
+                            " FROM ingest_queue"
+                        )
                     )
                 ).one()
             assert due == (True, "HTTP 503")
