@@ -328,6 +328,12 @@ class Worker:
         except InvalidRunId as exc:
             return _Failed(claim, f"invalid run id: {exc}", True)
         except Exception as exc:  # never let one run kill the worker
+            if _database_unreachable(exc):
+                # The shared rate limiter lost its database: not the run's fault, so it gets
+                # its attempt back once the database answers again.
+                log.warning("database unreachable before fetching; returning the run")
+                await self._retry_db(functools.partial(self._release, [claim.run_id]))
+                return None
             log.exception("unexpected fetch error")
             return _Failed(claim, f"unexpected: {type(exc).__name__}: {exc}", False)
         try:
