@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=1, help="same seed, same runs (default 1)")
 
     enq = command("enqueue", "add run IDs to the queue (idempotent)", _enqueue)
-    enq.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    enq.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="'-' reads standard input")
     enq.add_argument("--file", metavar="PATH", help="one run ID per line; '-' reads stdin")
     enq.add_argument("--priority", type=int, default=0, help="higher is claimed first")
 
@@ -276,6 +276,9 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     print(f"database: {settings.database_url_redacted}, schema {settings.db_schema}")
     print_table([(s, n) for s, n in report.counts.items()], ["state", "runs"])
+    if report.polling:
+        print(f"({report.polling} of the pending runs are only waiting to poll runs still")
+        print(" scheduled/running upstream; `worker` polls them, `worker --drain` does not wait)")
     age = report.oldest_due_age_s
     print(f"oldest due: {'-' if age is None else f'{age:.0f}s ago'}")
     for minutes, runs in report.throughput.items():
@@ -393,6 +396,11 @@ def _run_ids(values: Sequence[str]) -> list[uuid.UUID]:
 async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.ops.progress import Progress
 
+    if "-" in args.run_ids:  # `enqueue -` reads standard input, like `--file -`
+        if args.file not in (None, "-"):
+            raise UsageError("read IDs from --file or from '-' (standard input), not both")
+        args.run_ids = [r for r in args.run_ids if r != "-"]
+        args.file = "-"
     if not args.run_ids and not args.file:
         raise UsageError("give run IDs as arguments or with --file PATH (or --file - for stdin)")
     if args.file and args.file != "-" and not Path(args.file).is_file():

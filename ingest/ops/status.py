@@ -16,6 +16,7 @@ THROUGHPUT_WINDOWS_MIN = (1, 5, 60)
 @dataclass
 class StatusReport:
     counts: dict[str, int]
+    polling: int  # pending only to poll runs still scheduled/running upstream
     oldest_due_age_s: float | None
     throughput: dict[int, int]  # minutes -> runs finished done in that window
     dead_reasons: list[tuple[str, int]] = field(default_factory=list)
@@ -32,6 +33,14 @@ async def collect(engine: AsyncEngine) -> StatusReport:
             text("SELECT state, count(*) FROM ingest_queue GROUP BY state")
         ):
             counts[state] = n
+        polling = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM ingest_queue"
+                    " WHERE state = 'pending' AND awaiting_terminal"
+                )
+            )
+        ).scalar_one()
         oldest = (
             await conn.execute(
                 text(
@@ -71,6 +80,7 @@ async def collect(engine: AsyncEngine) -> StatusReport:
         ]
     return StatusReport(
         counts=counts,
+        polling=polling,
         oldest_due_age_s=float(oldest) if oldest is not None else None,
         throughput=throughput,
         dead_reasons=dead,

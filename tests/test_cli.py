@@ -1,0 +1,108 @@
+"""The queue commands as a user types them: enqueue, status, retry-dead, reprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest.config import Settings
+from ingest.simulator import Simulator
+from tests.test_worker import API_KEY, api_settings, drain
+
+
+def hr(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_enqueue_reports_bad_lines_and_still_adds_the_good_ones(
+    engine: AsyncEngine, subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    good = [uuid.uuid4() for _ in range(3)]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text(
+        f"{good[0]}\n# a comment\n\nnot-a-uuid\n{good[1]}\n../etc/passwd\n{good[2]}\n{good[0]}\n"
+    )
+    result = hr(subprocess_env, "enqueue", "--file", str(ids_file))
+    assert result.returncode == 1
+    assert "line 4: not a run ID" in result.stderr
+    assert "line 6: not a run ID" in result.stderr
+    assert "enqueued: 3 new" in result.stdout and "2 invalid" in result.stdout
+    async with engine.connect() as conn:
+        queued = {r[0] for r in await conn.execute(text("SELECT run_id FROM ingest_queue"))}
+    assert queued == set(good)
+    again = hr(subprocess_env, "enqueue", "-", stdin=f"{good[1]}\n")
+    assert again.returncode == 0, again.stderr
+    assert "0 new" in again.stdout and "1 already queued" in again.stdout
+
+
+async def test_status_retry_dead_and_reprocess_after_a_drain(
+    settings: Settings,
+    engine: AsyncEngine,
+    subprocess_env: dict[str, str],
+) -> None:
+    async with Simulator(runs=40, seed=3, api_key=API_KEY) as sim:
+        ids = sim.run_ids()
+        missing = uuid.uuid4()  # the API answers 404 for it
+        enqueued = hr(subprocess_env, "enqueue", *map(str, [*ids, missing]))
+        assert enqueued.returncode == 0, enqueued.stderr
+        await drain(api_settings(settings, sim), engine)
+
+    status = hr(subprocess_env, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = orjson.loads(status.stdout)
+    async with engine.connect() as conn:
+        unfinished = (
+            await conn.execute(
+                text("SELECT count(*) FROM runs WHERE status IN ('scheduled', 'running')")
+            )
+        ).scalar_one()
+    assert report["counts"] == {
+        "pending": unfinished,
+        "running": 0,
+        "done": len(ids) - unfinished,
+        "dead": 1,
+    }
+    assert report["polling"] == unfinished
+    assert report["dead_reasons"] == [["HTTP 404", 1]]
+    assert report["throughput"]["1"] == len(ids) - unfinished
+    human = hr(subprocess_env, "status")
+    assert "HTTP 404" in human.stdout and "dead" in human.stdout
+
+    retried = hr(subprocess_env, "retry-dead")
+    assert retried.returncode == 0 and "1 dead runs moved back" in retried.stdout
+    async with engine.connect() as conn:
+        state = (
+            await conn.execute(
+                text("SELECT state FROM ingest_queue WHERE run_id = :r"), {"r": missing}
+            )
+        ).scalar_one()
+        before = (await conn.execute(text("SELECT count(*) FROM run_events"))).scalar_one()
+        await conn.execute(text("DELETE FROM run_events"))
+        await conn.commit()
+    assert state == "pending"
+
+    rebuilt = hr(subprocess_env, "reprocess")
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert f"reprocessed {len(ids)} runs" in rebuilt.stdout
+    async with engine.connect() as conn:
+        after = (await conn.execute(text("SELECT count(*) FROM run_events"))).scalar_one()
+    assert after == before
+
+    unknown = hr(subprocess_env, "reprocess", str(missing))
+    assert unknown.returncode == 1
+    assert f"no stored payload: {missing}" in unknown.stdout
