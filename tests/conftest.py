@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ingest.config import Secret, Settings
 from ingest.db import embedded, migrate
 from ingest.db.engine import create_engine
+from tests.helpers import cli_env
 
 
 def _dsn(url: str) -> str:
@@ -93,15 +94,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def subprocess_env(settings: Settings) -> dict[str, str]:
     """Environment for running `hr-ingest` as a real process against the test schema."""
-    assert settings.database_url is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "HAPPYROBOT_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(
-        DATABASE_URL=settings.database_url.reveal(),
-        INGEST_DB_SCHEMA=settings.db_schema,
-        INGEST_LOG_FORMAT="json",
-    )
-    return env
+    return cli_env(settings)
 
 
 def hr_ingest_bin() -> str:

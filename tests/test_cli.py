@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -13,20 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest.config import Settings
 from ingest.simulator import Simulator
+from tests.helpers import run_cli
 from tests.test_worker import API_KEY, api_settings, drain
-
-
-def hr(
-    env: dict[str, str], *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 async def test_enqueue_reports_bad_lines_and_still_adds_the_good_ones(
@@ -37,7 +23,7 @@ async def test_enqueue_reports_bad_lines_and_still_adds_the_good_ones(
     ids_file.write_text(
         f"{good[0]}\n# a comment\n\nnot-a-uuid\n{good[1]}\n../etc/passwd\n{good[2]}\n{good[0]}\n"
     )
-    result = hr(subprocess_env, "enqueue", "--file", str(ids_file))
+    result = run_cli("enqueue", "--file", str(ids_file), env=subprocess_env)
     assert result.returncode == 1
     assert "line 4: not a run ID" in result.stderr
     assert "line 6: not a run ID" in result.stderr
@@ -45,7 +31,7 @@ async def test_enqueue_reports_bad_lines_and_still_adds_the_good_ones(
     async with engine.connect() as conn:
         queued = {r[0] for r in await conn.execute(text("SELECT run_id FROM ingest_queue"))}
     assert queued == set(good)
-    again = hr(subprocess_env, "enqueue", "-", stdin=f"{good[1]}\n")
+    again = run_cli("enqueue", "-", stdin=f"{good[1]}\n", env=subprocess_env)
     assert again.returncode == 0, again.stderr
     assert "0 new" in again.stdout and "1 already queued" in again.stdout
 
@@ -58,11 +44,11 @@ async def test_status_retry_dead_and_reprocess_after_a_drain(
     async with Simulator(runs=40, seed=3, api_key=API_KEY) as sim:
         ids = sim.run_ids()
         missing = uuid.uuid4()  # the API answers 404 for it
-        enqueued = hr(subprocess_env, "enqueue", *map(str, [*ids, missing]))
+        enqueued = run_cli("enqueue", *map(str, [*ids, missing]), env=subprocess_env)
         assert enqueued.returncode == 0, enqueued.stderr
         await drain(api_settings(settings, sim), engine)
 
-    status = hr(subprocess_env, "status", "--json")
+    status = run_cli("status", "--json", env=subprocess_env)
     assert status.returncode == 0, status.stderr
     report = orjson.loads(status.stdout)
     async with engine.connect() as conn:
@@ -80,10 +66,10 @@ async def test_status_retry_dead_and_reprocess_after_a_drain(
     assert report["polling"] == unfinished
     assert report["dead_reasons"] == [["HTTP 404", 1]]
     assert report["throughput"]["1"] == len(ids) - unfinished
-    human = hr(subprocess_env, "status")
+    human = run_cli("status", env=subprocess_env)
     assert "HTTP 404" in human.stdout and "dead" in human.stdout
 
-    retried = hr(subprocess_env, "retry-dead")
+    retried = run_cli("retry-dead", env=subprocess_env)
     assert retried.returncode == 0 and "1 dead runs moved back" in retried.stdout
     async with engine.connect() as conn:
         state = (
@@ -96,13 +82,13 @@ async def test_status_retry_dead_and_reprocess_after_a_drain(
         await conn.commit()
     assert state == "pending"
 
-    rebuilt = hr(subprocess_env, "reprocess")
+    rebuilt = run_cli("reprocess", env=subprocess_env)
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert f"reprocessed {len(ids)} runs" in rebuilt.stdout
     async with engine.connect() as conn:
         after = (await conn.execute(text("SELECT count(*) FROM run_events"))).scalar_one()
     assert after == before
 
-    unknown = hr(subprocess_env, "reprocess", str(missing))
+    unknown = run_cli("reprocess", str(missing), env=subprocess_env)
     assert unknown.returncode == 1
     assert f"no stored payload: {missing}" in unknown.stdout

@@ -22,14 +22,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ingest import queue
-from ingest.api.client import ApiClient
-from ingest.api.ratelimit import RateLimiter
 from ingest.config import Secret, Settings
 from ingest.db import embedded, migrate
 from ingest.db.engine import create_engine
 from ingest.simulator import Simulator
-from ingest.worker import Worker, WorkerOptions, WorkerStats
+from ingest.worker import WorkerOptions, WorkerStats
+from tests import helpers
+from tests.helpers import cli_env, enqueue, scalar
 from tests.payloads import make_run_payload
 
 API_KEY = "fault-test-key"
@@ -152,43 +151,17 @@ async def check_rows(engine: AsyncEngine) -> list[str]:
 # -- helpers --------------------------------------------------------------------------------
 
 
-async def scalar(engine: AsyncEngine, sql: str, **params: object) -> Any:
-    async with engine.connect() as conn:
-        return (await conn.execute(text(sql), params)).scalar()
-
-
-async def enqueue(engine: AsyncEngine, run_ids: list[uuid.UUID]) -> None:
-    async with engine.begin() as conn:
-        await queue.enqueue(conn, run_ids)
-
-
 def api_settings(settings: Settings, sim: Simulator, **changes: Any) -> Settings:
-    return settings.with_overrides(
-        base_url=sim.base_url, api_key=Secret(API_KEY), rate_limit=5000.0, **changes
-    )
+    return helpers.api_settings(settings, sim, API_KEY, **changes)
 
 
-async def drain(
-    settings: Settings,
-    engine: AsyncEngine,
-    options: WorkerOptions = FAST,
-    **client_options: Any,
-) -> WorkerStats:
-    limiter = RateLimiter(engine, settings.rate_limit)
-    try:
-        async with ApiClient(settings, limiter, **client_options) as client:
-            return await Worker(settings, engine, client, options).run()
-    finally:
-        await limiter.close()
+async def drain(settings: Settings, engine: AsyncEngine, **client_options: Any) -> WorkerStats:
+    return await helpers.drain(settings, engine, FAST, **client_options)
 
 
 def worker_env(settings: Settings, sim: Simulator, **extra: str) -> dict[str, str]:
-    assert settings.database_url is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "HAPPYROBOT_"))}
-    env.update(
-        DATABASE_URL=settings.database_url.reveal(),
-        INGEST_DB_SCHEMA=settings.db_schema,
-        INGEST_LOG_FORMAT="json",
+    env = cli_env(
+        settings,
         HAPPYROBOT_BASE_URL=sim.base_url,
         HAPPYROBOT_API_KEY=API_KEY,
         INGEST_RATE_LIMIT="5000",

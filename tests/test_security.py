@@ -8,11 +8,9 @@ The container's non-root user is checked by tests/test_deploy.py
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -34,8 +32,9 @@ from ingest.api.errors import RetryableError
 from ingest.config import Secret, Settings
 from ingest.simulator import Simulator
 from tests.conftest import _dsn
+from tests.helpers import cli_env, run_cli, scalar
 from tests.payloads import make_run_payload
-from tests.test_faults import API_KEY, check_rows, scalar
+from tests.test_faults import API_KEY, check_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 CANONICAL_PATH = re.compile(
@@ -67,33 +66,13 @@ HOSTILE_IDS = [
 ]
 
 
-def run_cli(
-    *args: str, env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def base_env(settings: Settings, **extra: str) -> dict[str, str]:
-    assert settings.database_url is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "HAPPYROBOT_"))}
-    env.update(
-        DATABASE_URL=settings.database_url.reveal(),
-        INGEST_DB_SCHEMA=settings.db_schema,
-        INGEST_LOG_FORMAT="json",
-        HAPPYROBOT_API_KEY=API_KEY,
-        INGEST_RATE_LIMIT="5000",
-        INGEST_MAX_ATTEMPTS="1",
-    )
-    env.update(extra)
-    return env
+    defaults = {
+        "HAPPYROBOT_API_KEY": API_KEY,
+        "INGEST_RATE_LIMIT": "5000",
+        "INGEST_MAX_ATTEMPTS": "1",
+    }
+    return cli_env(settings, **{**defaults, **extra})
 
 
 class RecordingApi:

@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import sys
-import uuid
 from collections.abc import AsyncIterator
 
 import orjson
@@ -16,43 +15,23 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ingest import queue
-from ingest.api.client import open_client
 from ingest.config import Secret, Settings
 from ingest.simulator import Simulator
-from ingest.worker import FatalApiError, Worker, WorkerOptions, WorkerStats
+from ingest.worker import FatalApiError
+from tests import helpers
+from tests.helpers import drain, enqueue, scalar
 
 API_KEY = "worker-test-key"
-FAST = WorkerOptions(drain=True, retry_base_s=0.05, flush_interval_s=0.05, idle_poll_s=0.5)
+
+
+def api_settings(settings: Settings, sim: Simulator, **changes: object) -> Settings:
+    return helpers.api_settings(settings, sim, API_KEY, **changes)
 
 
 @pytest_asyncio.fixture
 async def sim() -> AsyncIterator[Simulator]:
     async with Simulator(runs=300, seed=7, api_key=API_KEY) as s:
         yield s
-
-
-def api_settings(settings: Settings, sim: Simulator, **changes: object) -> Settings:
-    return settings.with_overrides(
-        base_url=sim.base_url, api_key=Secret(API_KEY), rate_limit=5000.0, **changes
-    )
-
-
-async def drain(
-    settings: Settings, engine: AsyncEngine, options: WorkerOptions = FAST
-) -> WorkerStats:
-    async with open_client(settings, engine) as client:
-        return await Worker(settings, engine, client, options).run()
-
-
-async def enqueue(engine: AsyncEngine, run_ids: list[uuid.UUID]) -> None:
-    async with engine.begin() as conn:
-        await queue.enqueue(conn, run_ids)
-
-
-async def scalar(engine: AsyncEngine, sql: str, **params: object) -> object:
-    async with engine.connect() as conn:
-        return (await conn.execute(text(sql), params)).scalar()
 
 
 async def queue_states(engine: AsyncEngine) -> dict[str, int]:
