@@ -23,8 +23,9 @@ from ingest.config import Settings
 from ingest.normalize import PayloadRejected, normalize
 from ingest.simulator import Simulator
 from ingest.worker import WorkerOptions
+from tests.helpers import drain, enqueue
 from tests.payloads import make_run_payload, run_payloads
-from tests.test_faults import API_KEY, api_settings, check_rows, drain, enqueue
+from tests.test_faults import API_KEY, api_settings, check_rows
 
 # Two attempts, no in-call retries: a body the client finds unparsable is retried once.
 OPTIONS = WorkerOptions(
