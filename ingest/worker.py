@@ -23,7 +23,7 @@ from typing import TypeVar
 import asyncpg
 import structlog
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest import queue
 from ingest.api.client import ApiClient
@@ -36,6 +36,7 @@ from ingest.api.errors import (
 )
 from ingest.api.retry import backoff
 from ingest.config import Settings
+from ingest.db.engine import driver_connection
 from ingest.normalize import PayloadRejected, RunRows, normalize
 from ingest.store import store_batch
 
@@ -142,6 +143,39 @@ def _api_reason(exc: ApiError) -> str:
     return text
 
 
+class _Listener:
+    """LISTEN for new work on a connection of its own, opened again after the database
+    restarts (until then, and if LISTEN fails, the claim loop's slow poll still finds work)."""
+
+    def __init__(self, engine: AsyncEngine, on_work: Callable[[], None]) -> None:
+        self._engine, self._on_work = engine, on_work
+        self._conn: AsyncConnection | None = None
+        self._stop: Callable[[], Awaitable[None]] | None = None
+
+    async def ensure(self) -> None:
+        if self._conn is not None and not self._conn.closed and not self._conn.invalidated:
+            db = await driver_connection(self._conn)
+            if not db.is_closed():
+                return
+        await self.close()
+        try:
+            self._conn = await self._engine.connect()
+            self._stop = await queue.listen(self._conn, self._on_work)
+        except Exception as exc:
+            log.warning("LISTEN unavailable, polling only for now", error=str(exc))
+            await self.close()
+
+    async def close(self) -> None:
+        stop, conn = self._stop, self._conn
+        self._stop = self._conn = None
+        with contextlib.suppress(Exception):  # a dead connection has nothing left to undo
+            if stop is not None:
+                await stop()
+        with contextlib.suppress(Exception):
+            if conn is not None:
+                await conn.close()
+
+
 class Worker:
     def __init__(
         self,
@@ -169,6 +203,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._fatal: str | None = None
+        self._listener = _Listener(engine, self._wake.set)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -191,36 +226,29 @@ class Worker:
             log.info(
                 "worker started", concurrency=self.settings.concurrency, drain=self.options.drain
             )
-            async with self.engine.connect() as listen_conn:
-                stop_listening = await self._listen(listen_conn)
-                fetchers = [
-                    asyncio.create_task(self._fetch_loop())
-                    for _ in range(self.settings.concurrency)
-                ]
-                writers = [
-                    asyncio.create_task(self._write_loop()) for _ in range(self.options.writers)
-                ]
-                renewer = asyncio.create_task(self._renew_loop())
-                try:
-                    await self._claim_loop()
-                    await self._release_unstarted()
-                    for _ in fetchers:
-                        await self._to_fetch.put(_STOP)
-                    _done, pending = await asyncio.wait(
-                        fetchers, timeout=self.options.shutdown_grace_s
-                    )
-                    for task in pending:
-                        task.cancel()
-                    for _ in writers:
-                        await self._to_store.put(_STOP)
-                    await asyncio.gather(*writers)
-                finally:
-                    renewer.cancel()
-                    for task in [*fetchers, *writers]:
-                        task.cancel()
-                    await self._retry_db(lambda: self._release(list(self._held)), attempts=3)
-                    if stop_listening is not None:
-                        await stop_listening()
+            await self._listener.ensure()
+            fetchers = [
+                asyncio.create_task(self._fetch_loop()) for _ in range(self.settings.concurrency)
+            ]
+            writers = [asyncio.create_task(self._write_loop()) for _ in range(self.options.writers)]
+            renewer = asyncio.create_task(self._renew_loop())
+            try:
+                await self._claim_loop()
+                await self._release_unstarted()
+                for _ in fetchers:
+                    await self._to_fetch.put(_STOP)
+                _done, pending = await asyncio.wait(fetchers, timeout=self.options.shutdown_grace_s)
+                for task in pending:
+                    task.cancel()
+                for _ in writers:
+                    await self._to_store.put(_STOP)
+                await asyncio.gather(*writers)
+            finally:
+                renewer.cancel()
+                for task in [*fetchers, *writers]:
+                    task.cancel()
+                await self._retry_db(lambda: self._release(list(self._held)), attempts=3)
+                await self._listener.close()
             s = self.stats
             log.info(
                 "worker stopped",
@@ -233,13 +261,6 @@ class Worker:
         if self._fatal:
             raise FatalApiError(self._fatal)
         return self.stats
-
-    async def _listen(self, conn: object) -> Callable[[], Awaitable[None]] | None:
-        try:
-            return await queue.listen(conn, self._wake.set)  # type: ignore[arg-type]
-        except Exception as exc:  # polling still works without it
-            log.warning("LISTEN failed, polling only", error=str(exc))
-            return None
 
     # -- claim -----------------------------------------------------------------------------
 
@@ -273,6 +294,7 @@ class Worker:
             if o.drain and await self._retry_db(self._drained):
                 log.info("queue drained")
                 return
+            await self._listener.ensure()
             await self._idle(await self._retry_db(self._idle_wait))
 
     async def _drained(self) -> bool:

@@ -15,9 +15,10 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ingest.api.client import open_client
 from ingest.config import Secret, Settings
 from ingest.simulator import Simulator
-from ingest.worker import FatalApiError
+from ingest.worker import FatalApiError, Worker, WorkerOptions
 from tests import helpers
 from tests.helpers import drain, enqueue, scalar
 
@@ -265,3 +266,33 @@ async def test_cli_worker_with_a_wrong_key_says_so_and_exits_1(
 def test_environment_has_no_real_api_key() -> None:
     # The suite must never talk to the real API, whatever the developer's shell holds.
     assert "platform.happyrobot.ai" not in os.environ.get("HAPPYROBOT_BASE_URL", "")
+
+
+async def test_listen_is_opened_again_after_its_connection_dies(
+    settings: Settings, engine: AsyncEngine, sim: Simulator
+) -> None:
+    """New work wakes an idle worker through NOTIFY, also after the database dropped the
+    LISTEN connection (as a restart does), without waiting for the slow poll."""
+    first, second = sim.run_ids()[:2]
+    options = WorkerOptions(idle_poll_s=5.0, flush_interval_s=0.05)
+    async with open_client(api_settings(settings, sim), engine) as client:
+        worker = Worker(api_settings(settings, sim), engine, client, options)
+        task = asyncio.create_task(worker.run())
+        try:
+            await enqueue(engine, [first])
+            await wait_until(engine, "SELECT count(*) FROM runs", lambda n: n == 1, 10)
+            killed = await scalar(
+                engine,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+                " AND datname = current_database()",
+            )
+            assert killed >= 1
+            await asyncio.sleep(5.5)  # one slow poll: the worker notices and listens again
+            started = asyncio.get_running_loop().time()
+            await enqueue(engine, [second])
+            await wait_until(engine, "SELECT count(*) FROM runs", lambda n: n == 2, 10)
+            assert asyncio.get_running_loop().time() - started < 2.0
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 30)
