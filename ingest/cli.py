@@ -710,7 +710,22 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
         await print_summary(engine, stats)
     finally:
         await engine.dispose()
+    _print_next_steps(settings)
     return EXIT_OK
+
+
+def _print_next_steps(settings: Settings) -> None:
+    from ingest.db.engine import resolve_url
+
+    # A libpq URL (psql, Metabase, DBeaver) without the password: the user has it already.
+    url = make_url(resolve_url(settings)).set(drivername="postgresql", password=None)
+    where = url.render_as_string(hide_password=True)
+    print("\nnext:")
+    print(f"  psql '{where}' -c 'SELECT * FROM {settings.db_schema}.bi_runs LIMIT 5'")
+    print("  hr-ingest status        # the queue, throughput and dead letters")
+    print("  hr-ingest simulate      # an API to point a long-running `hr-ingest worker` at")
+    if settings.database_url is None:
+        print("  hr-ingest db stop       # stop the embedded PostgreSQL")
 
 
 def _explicit(name: str, args: argparse.Namespace) -> bool:
