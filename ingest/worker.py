@@ -152,7 +152,9 @@ class _Listener:
         self._conn: AsyncConnection | None = None
         self._stop: Callable[[], Awaitable[None]] | None = None
 
-    async def ensure(self) -> None:
+    async def ensure(self, *, startup: bool = False) -> None:
+        """Listen if not listening. At startup a database that cannot be reached is an error
+        (the worker exits and says so); later it is an outage to wait out."""
         if self._conn is not None and not self._conn.closed and not self._conn.invalidated:
             db = await driver_connection(self._conn)
             if not db.is_closed():
@@ -162,8 +164,10 @@ class _Listener:
             self._conn = await self._engine.connect()
             self._stop = await queue.listen(self._conn, self._on_work)
         except Exception as exc:
-            log.warning("LISTEN unavailable, polling only for now", error=str(exc))
             await self.close()
+            if startup:
+                raise
+            log.warning("LISTEN unavailable, polling only for now", error=str(exc))
 
     async def close(self) -> None:
         stop, conn = self._stop, self._conn
@@ -226,7 +230,7 @@ class Worker:
             log.info(
                 "worker started", concurrency=self.settings.concurrency, drain=self.options.drain
             )
-            await self._listener.ensure()
+            await self._listener.ensure(startup=True)
             fetchers = [
                 asyncio.create_task(self._fetch_loop()) for _ in range(self.settings.concurrency)
             ]
