@@ -42,6 +42,8 @@ from ingest import queue  # noqa: E402
 from ingest.config import Secret, Settings  # noqa: E402
 from ingest.db import embedded, migrate  # noqa: E402
 from ingest.db.engine import create_engine  # noqa: E402
+from ingest.ops.status import collect  # noqa: E402
+from ingest.ops.summary import TABLES  # noqa: E402
 from tests.test_faults import check_rows  # noqa: E402
 
 API_KEY = "soak-key"
@@ -269,28 +271,12 @@ async def soak(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
 
     problems = await check_rows(engine)
+    report = await collect(engine)
+    states, polling = report.counts, report.polling
     async with engine.connect() as conn:
-        states = dict(
-            (await conn.execute(text("SELECT state, count(*) FROM ingest_queue GROUP BY 1"))).all()
-        )
-        polling = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) FROM ingest_queue"
-                    " WHERE state = 'pending' AND awaiting_terminal"
-                )
-            )
-        ).scalar_one()
         dead = {str(r[0]) for r in await conn.execute(text("SELECT run_id FROM dead_letters"))}
         rows = 0
-        for table in (
-            "runs",
-            "versions",
-            "run_events",
-            "event_intermediates",
-            "run_issues",
-            "run_payloads",
-        ):
+        for table in TABLES:
             rows += (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
     expect_dead = set(sim_info["expect_dead"])
     if dead != expect_dead:

@@ -8,7 +8,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ingest.db.tables import QUEUE_STATES
+from ingest.ops.snapshot import read_drift, read_queue
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 60)
 
@@ -28,11 +28,8 @@ class StatusReport:
 
 async def collect(engine: AsyncEngine) -> StatusReport:
     async with engine.connect() as conn:
-        counts = dict.fromkeys(QUEUE_STATES, 0)
-        for state, n in await conn.execute(
-            text("SELECT state, count(*) FROM ingest_queue GROUP BY state")
-        ):
-            counts[state] = n
+        # The same readings the status page and /metrics show (ingest.ops.snapshot).
+        counts, oldest = await read_queue(conn)
         polling = (
             await conn.execute(
                 text(
@@ -41,25 +38,18 @@ async def collect(engine: AsyncEngine) -> StatusReport:
                 )
             )
         ).scalar_one()
-        oldest = (
+        windows = ", ".join(
+            f"count(*) FILTER (WHERE finished_at > now() - interval '{m} minutes')"
+            for m in THROUGHPUT_WINDOWS_MIN
+        )
+        done = (
             await conn.execute(
                 text(
-                    "SELECT extract(epoch FROM now() - min(available_at)) FROM ingest_queue"
-                    " WHERE state = 'pending' AND available_at <= now()"
+                    f"SELECT {windows} FROM ingest_queue WHERE state = 'done'"
+                    f" AND finished_at > now() - interval '{max(THROUGHPUT_WINDOWS_MIN)} minutes'"
                 )
             )
-        ).scalar()
-        throughput = {}
-        for minutes in THROUGHPUT_WINDOWS_MIN:
-            throughput[minutes] = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*) FROM ingest_queue WHERE state = 'done'"
-                        " AND finished_at > now() - make_interval(mins => :m)"
-                    ),
-                    {"m": minutes},
-                )
-            ).scalar_one()
+        ).one()
         dead = [
             (reason, n)
             for reason, n in await conn.execute(
@@ -69,20 +59,12 @@ async def collect(engine: AsyncEngine) -> StatusReport:
                 )
             )
         ]
-        drift = [
-            (kind, n)
-            for kind, n in await conn.execute(
-                text(
-                    "SELECT d->>'kind' AS k, count(DISTINCT run_id) FROM run_payloads,"
-                    " jsonb_array_elements(drift) d GROUP BY k ORDER BY count(*) DESC LIMIT 20"
-                )
-            )
-        ]
+        drift = await read_drift(conn)
     return StatusReport(
         counts=counts,
         polling=polling,
-        oldest_due_age_s=float(oldest) if oldest is not None else None,
-        throughput=throughput,
+        oldest_due_age_s=oldest,
+        throughput=dict(zip(THROUGHPUT_WINDOWS_MIN, done, strict=True)),
         dead_reasons=dead,
         drift=drift,
     )

@@ -274,8 +274,8 @@ class RunSet:
         return page
 
 
-def list_item(run: SimRun) -> dict[str, Any]:
-    done = run.completed_at
+def _run_fields(run: SimRun) -> dict[str, Any]:
+    """The fields both endpoints give for a run."""
     return {
         "id": run.id,
         "org_id": run.use_case.org_id,
@@ -284,9 +284,12 @@ def list_item(run: SimRun) -> dict[str, Any]:
         "status": run.status,
         "annotation": run.annotation,
         "timestamp": run.timestamp,
-        "completed_at": None if done is None else done,
-        "data": run.data,
     }
+
+
+def list_item(run: SimRun) -> dict[str, Any]:
+    # Only GET /runs gives these two.
+    return {**_run_fields(run), "completed_at": run.completed_at, "data": run.data}
 
 
 def render_run(run: SimRun) -> dict[str, Any]:
@@ -296,13 +299,7 @@ def render_run(run: SimRun) -> dict[str, Any]:
     events = [_event(rng, run, seq) for seq in range(run.n_events)]
     visible = {SCHEDULED: 0, RUNNING: run.n_events // 2}.get(run.stage, run.n_events)
     body: dict[str, Any] = {
-        "id": run.id,
-        "org_id": run.use_case.org_id,
-        "use_case_id": run.use_case.id,
-        "version_id": run.version["id"],
-        "status": run.status,
-        "annotation": run.annotation,
-        "timestamp": run.timestamp,
+        **_run_fields(run),
         "events": events[:visible],
         "issues": _issues(rng, run) if run.stage >= FINISHED else [],
         "version": run.version,
