@@ -272,9 +272,12 @@ class Worker:
         o = self.options
         last_reclaim = 0.0
         while not self._stopping.is_set():
+            # Cleared before looking, so that a wake-up while claiming (work arrives, a batch
+            # commits) is not lost and the wait below returns at once.
+            self._wake.clear()
             free = self._capacity - len(self._held)
             if free < min(o.claim_size, self._capacity // 2):
-                await self._idle(0.05)
+                await self._idle(1.0)
                 continue
             try:
                 if time.monotonic() - last_reclaim > o.lease_s / 4:
@@ -310,12 +313,14 @@ class Worker:
     async def _idle_wait(self) -> float:
         async with self.engine.connect() as conn:
             due = await queue.next_due_in(conn)
-        return (
-            self.options.idle_poll_s if due is None else min(due + 0.01, self.options.idle_poll_s)
-        )
+        poll = self.options.idle_poll_s
+        if self.options.drain:
+            # Nothing notifies when another worker finishes (or fails) the runs it holds:
+            # look often, or the drain ends up to a whole poll after the queue did.
+            poll = min(poll, 0.25)
+        return poll if due is None else min(due + 0.01, poll)
 
     async def _idle(self, seconds: float) -> None:
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
@@ -343,7 +348,7 @@ class Worker:
                 " and HAPPYROBOT_ORG_ID"
             )
             log.error("API refused credentials; stopping", status=exc.status)
-            self._held.discard(claim.run_id)
+            self._let_go([claim.run_id])
             await self._retry_db(lambda: self._release([claim.run_id]), attempts=3)
             self.stop()
             return None
@@ -413,8 +418,7 @@ class Worker:
                 # Not the runs' fault, and not a connection fault: let their leases run out
                 # so that they are claimed again, rather than holding them forever.
                 log.exception("batch write failed; its runs will be retried", runs=len(batch))
-                for b in batch:
-                    self._held.discard(b.claim.run_id)
+                self._let_go([b.claim.run_id for b in batch])
 
     async def _write(self, batch: list[_Outcome]) -> None:
         failed = [b for b in batch if isinstance(b, _Failed)]
@@ -460,8 +464,7 @@ class Worker:
         self.stats.polled += len(polls)
         self.stats.rows += result.rows
         self.stats.batches += 1
-        for s in stored:
-            self._held.discard(s.claim.run_id)
+        self._let_go([s.claim.run_id for s in stored])
 
     async def _record_failure(self, f: _Failed) -> None:
         async with self.engine.begin() as conn:
@@ -481,7 +484,7 @@ class Worker:
                     body=f.body,
                     delay_s=self._retry_delay(f),
                 )
-        self._held.discard(f.claim.run_id)
+        self._let_go([f.claim.run_id])
         kind = _reason_kind(f.reason)
         self.stats.failures_by_reason[kind] = self.stats.failures_by_reason.get(kind, 0) + 1
         if state == "dead":
@@ -530,13 +533,18 @@ class Worker:
                 # Another worker may own these now; our completion of them will be a no-op.
                 log.warning("leases lost", runs=len(lost))
 
+    def _let_go(self, run_ids: list[uuid.UUID]) -> None:
+        """These runs are no longer held; the claim loop may have room (or, draining, be done)
+        and need not wait out its poll to see it."""
+        self._held.difference_update(run_ids)
+        self._wake.set()
+
     async def _release(self, run_ids: list[uuid.UUID]) -> None:
         if not run_ids:
             return
         async with self.engine.begin() as conn:
             await queue.release(conn, self.id, run_ids)
-        for r in run_ids:
-            self._held.discard(r)
+        self._let_go(run_ids)
 
     async def _release_unstarted(self) -> None:
         unstarted: list[uuid.UUID] = []
