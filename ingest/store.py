@@ -8,7 +8,7 @@ from `unnest` arrays; every child of the written runs is deleted in one statemen
 intermediates and payloads are COPYed in and issues (which can move between runs) upserted.
 That is what makes "exactly what the latest payload says" cheap to guarantee.
 
-Locks are taken in one global order - runs, then versions, then issues, each sorted by id - so
+Locks are taken in one global order - runs, then issues, then versions, each sorted by id - so
 any number of concurrent writers sharing versions wait for each other but never deadlock.
 """
 
@@ -183,12 +183,17 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
     """Write a batch of normalized runs within the caller's transaction; raise on any error.
 
     Stale payloads (fetched before what is stored) are skipped and counted, never written.
+    Sequential scans are off for the rest of the transaction (see below).
     """
     if not batch:
         return StoreStats(runs=0, rows=0, skipped_stale=0)
     raw = await driver_connection(conn)
     if not raw.is_in_transaction():
         raise RuntimeError("store_batch needs a transaction (use `async with engine.begin()`)")
+    # Every statement here finds its rows by key. On tables that have not been analyzed yet
+    # (the first minutes of a backfill), the planner takes `run_id = ANY(200 ids)` for the
+    # whole table and the children's DELETE scans all of it, slower with every batch.
+    await raw.execute("SET LOCAL enable_seqscan = off")
     candidates = _newest_per_run(batch)
     written = {
         record["id"]
@@ -200,12 +205,6 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
     stats = StoreStats(runs=len(runs), rows=0, skipped_stale=len(batch) - len(runs))
     if not runs:
         return stats
-
-    versions = _newest_by_id(
-        [(r.version.id, r.version.fetched_at, r.version) for r in runs if r.version is not None]
-    )
-    if versions:
-        await raw.execute(_UPSERT_VERSIONS, *_VERSIONS.arrays(versions))
 
     await raw.execute(_DELETE_CHILDREN, [rows.run.id for rows in runs])
 
@@ -227,6 +226,14 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
     )
     if issues:
         await raw.execute(_UPSERT_ISSUES, *_ISSUES.arrays(issues))
+
+    # Last: every batch shares a handful of versions, and their row locks are held until
+    # commit; taken earlier, they would queue every other writer behind this whole batch.
+    versions = _newest_by_id(
+        [(r.version.id, r.version.fetched_at, r.version) for r in runs if r.version is not None]
+    )
+    if versions:
+        await raw.execute(_UPSERT_VERSIONS, *_VERSIONS.arrays(versions))
 
     stats.rows = 2 * len(runs) + len(versions) + len(events) + len(intermediates) + len(issues)
     return stats
