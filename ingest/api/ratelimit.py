@@ -13,9 +13,12 @@ How it works
 - Pace is rate * (1 - headroom): an upstream that counts requests in a sliding one-second
   window sees R+1 in a window as soon as one request arrives a little later than the next
   one; 3% of headroom absorbs up to ~30 ms of such scheduling jitter.
-- A waiter that wakes up later than `headroom / 3` seconds after its slot (a busy event
-  loop, a stalled process) does not use it and takes the next one, so that tolerance holds
-  whatever the load: late requests are what push a sliding window over R.
+- A waiter that wakes up too late after its slot (a busy event loop, a stalled process) does
+  not use it and takes the next one, so that tolerance holds whatever the load: late requests
+  are what push a sliding window over R. Too late is `headroom / 3` seconds at low rates,
+  growing towards `headroom` as the rate grows (see `_max_lateness`).
+- Waiters queue in FIFO order; every slot due within that tolerance is handed out at once, so
+  its waiters wake together, while later slots are handed out only as they come due.
 - Burst is 1 token by default: after an idle spell one request goes at once, the rest are
   paced. A bigger burst would let R + burst requests into one second, which an upstream
   enforcing R answers with 429s.
@@ -26,6 +29,7 @@ How it works
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
@@ -102,15 +106,22 @@ class RateLimiter:
         self.grants = 0  # database round trips taken for grants
         self._engine = engine
         self._pace = 1.0 - headroom
-        self._max_lateness = headroom / 3
+        # How late a request may go after its slot: late requests bunch up with the next
+        # ones, and headroom absorbs up to (headroom * rate - 2 * burst) of them in a second.
+        self._max_lateness = min(
+            headroom, max(headroom / 3, (headroom * rate - 2 * self.burst) / (rate * self._pace))
+        )
         self.slots_dropped = 0  # slots a late waiter let go, for metrics
         self._grant_seconds = grant_seconds
         self._recovery = recovery
         self._min_factor = min_factor
         self._pace_rate = rate * self._pace  # as of the last grant
         self._slots: deque[float] = deque()  # monotonic times this process may send at
+        # Callers inside acquire(), with a slot or not: those waiting on a slot will soon be
+        # back for the next one, so a grant covers all of them (within grant_seconds).
         self._waiting = 0
-        self._lock = asyncio.Lock()  # FIFO: one waiter at a time takes the next slot
+        self._line: deque[asyncio.Future[float]] = deque()  # callers waiting for a slot
+        self._dispatcher: asyncio.Task[None] | None = None
         self._conn: AsyncConnection | None = None
         self._conn_lock = asyncio.Lock()
 
@@ -119,24 +130,62 @@ class RateLimiter:
         started = time.monotonic()
         self._waiting += 1
         try:
-            async with self._lock:
-                while True:
-                    slot = await self._next_slot()
-                    delay = slot - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    if time.monotonic() - slot <= self._max_lateness:
-                        break
-                    self.slots_dropped += 1
+            while True:
+                turn: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+                self._line.append(turn)
+                if self._dispatcher is None or self._dispatcher.done():
+                    self._dispatcher = asyncio.create_task(self._dispatch())
+                slot = await turn
+                delay = slot - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if time.monotonic() - slot <= self._max_lateness:
+                    return
+                self.slots_dropped += 1
         finally:
             self._waiting -= 1
             self.wait_seconds_total += time.monotonic() - started
 
-    async def _next_slot(self) -> float:
-        if not self._slots:
-            # Shielded: a cancelled waiter must not leave the connection mid-statement.
-            await asyncio.shield(self._take_grant())
-        return self._slots.popleft()
+    async def _dispatch(self) -> None:
+        """Hand out slots to the line in FIFO order: every slot due within the lateness
+        tolerance at once, so that their waiters wake in the same turn of the event loop
+        (handed over one waiter per turn, on a busy loop a whole grant's slots turn late),
+        and later ones only when they come due, so that a process holds no more than one
+        grant it has not used yet: if it dies, that is all the others lose."""
+        line, slots = self._line, self._slots
+        try:
+            await self._serve(line, slots)
+        except BaseException as exc:
+            # Closed (cancelled) or a bug: nobody may be left waiting for a slot that never comes.
+            error = exc if isinstance(exc, Exception) else RuntimeError("rate limiter closed")
+            while line:
+                turn = line.popleft()
+                if not turn.done():
+                    turn.set_exception(error)
+            raise
+
+    async def _serve(self, line: deque[asyncio.Future[float]], slots: deque[float]) -> None:
+        while line:
+            if line[0].done():  # its caller was cancelled
+                line.popleft()
+                continue
+            if not slots:
+                try:
+                    await self._take_grant()
+                except Exception as exc:
+                    # Its caller sees the error, as if it had asked itself; the next one in
+                    # line asks again.
+                    first = line.popleft()
+                    if not first.done():
+                        first.set_exception(exc)
+                    continue
+            horizon = time.monotonic() + self._max_lateness
+            while line and slots and slots[0] <= horizon:
+                turn = line.popleft()
+                if not turn.done():
+                    turn.set_result(slots.popleft())
+            if line and slots:
+                await asyncio.sleep(slots[0] - horizon)
 
     async def _take_grant(self) -> None:
         n = max(1, min(self._waiting, math.ceil(self._pace_rate * self._grant_seconds)))
@@ -174,9 +223,15 @@ class RateLimiter:
             log.warning("ratelimit.penalize_failed", name=self.name, error=str(exc))
 
     async def close(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._dispatcher
         async with self._conn_lock:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
+                # Closed for good rather than pooled: it carries synchronous_commit=off.
+                await conn.invalidate()
                 await conn.close()
 
     async def _execute(self, statement: Any, params: dict[str, Any]) -> tuple[Any, float]:
@@ -186,6 +241,11 @@ class RateLimiter:
             if self._conn is None:
                 conn = await self._engine.connect()
                 self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                # A grant need not wait for the WAL to reach disk: every process's grants go
+                # through this one row, so each fsync wait would hold up the others too. A
+                # crash of the server can forget the last few grants (a brief burst), nothing
+                # else. The setting never leaves this connection: see close().
+                await self._conn.exec_driver_sql("SET synchronous_commit TO off")
             sent_at = time.monotonic()
             try:
                 result = await self._conn.execute(statement, params)
