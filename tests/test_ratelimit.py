@@ -192,3 +192,41 @@ async def test_a_429_through_the_client_slows_every_process(
             await limiter.close()
     assert fetched.attempts == 2
     assert 0.5 <= (await bucket(engine))["factor"] < 0.6  # halved, barely recovered yet
+
+
+async def test_a_busy_event_loop_does_not_waste_slots_at_a_high_rate(engine: AsyncEngine) -> None:
+    # A worker's loop is busy for tens of ms at a time (a batch being encoded). At a rate far
+    # above what is used, every waiter whose slot came due meanwhile must still get to go:
+    # dropping them would cost a database round trip for each new grant.
+    limiter = RateLimiter(engine, 100_000)
+    stop = time.monotonic() + 1.5
+
+    async def busy() -> None:
+        while time.monotonic() < stop:
+            time.sleep(0.02)  # noqa: ASYNC251 - blocks the loop, as CPU-bound work does
+            await asyncio.sleep(0.005)
+
+    try:
+        hog = asyncio.create_task(busy())
+        times = await acquire_for([limiter], 1.5, tasks=32)
+        await hog
+    finally:
+        await limiter.close()
+    assert len(times) > 1000
+    assert limiter.slots_dropped <= len(times) // 100
+
+
+async def test_the_limiters_commit_setting_never_reaches_other_connections(
+    engine: AsyncEngine,
+) -> None:
+    limiter = RateLimiter(engine, 50)
+    await limiter.acquire()
+    await limiter.close()
+    # Grants commit without waiting for the disk; batches of runs must not.
+    conns = [await engine.connect() for _ in range(3)]
+    try:
+        settings = [(await c.execute(text("SHOW synchronous_commit"))).scalar() for c in conns]
+    finally:
+        for c in conns:
+            await c.close()
+    assert settings == ["on"] * 3

@@ -505,3 +505,24 @@ async def test_reprocess_of_chosen_runs_reports_missing_and_refused(engine: Asyn
         (uuid.UUID(bad["id"]), "invalid JSON")
     ]
     assert await _snapshot(engine) == before  # the refused run's rows are left as they were
+
+
+async def test_a_batch_finds_rows_by_key_before_the_tables_are_ever_analyzed(
+    engine: AsyncEngine,
+) -> None:
+    # A fresh schema has no statistics: the planner takes `run_id = ANY(200 ids)` for every
+    # row, and without care the children's DELETE scans whole tables on every batch.
+    rng = random.Random(5)
+    await _store(engine, [_rows(make_run_payload(rng, events=5, issues=1)) for _ in range(300)])
+    async with engine.begin() as conn:
+        await store_batch(
+            conn, [_rows(make_run_payload(rng, events=5, issues=1)) for _ in range(200)]
+        )
+        result = await conn.execute(
+            text(
+                "SELECT relname, seq_scan FROM pg_stat_xact_user_tables"
+                " WHERE schemaname = current_schema()"
+            )
+        )
+        seq_scans = {row.relname: row.seq_scan for row in result}
+    assert {table: seq_scans.get(table, 0) for table in ALL_TABLES} == dict.fromkeys(ALL_TABLES, 0)

@@ -4,6 +4,7 @@ simulator, real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from ingest.config import Secret, Settings
 from ingest.simulator import Simulator
 from ingest.worker import FatalApiError, Worker, WorkerOptions
 from tests import helpers
-from tests.helpers import drain, enqueue, scalar
+from tests.helpers import FAST, drain, enqueue, scalar
 
 API_KEY = "worker-test-key"
 
@@ -80,6 +81,20 @@ async def test_drain_stores_every_run_and_completes_the_queue(
     assert polling == unfinished == stats.polled
     assert stats.done + stats.polled == len(ids)
     assert all(sim.fetch_count(r) == 1 for r in ids)
+
+
+async def test_a_drain_ends_when_the_queue_does_not_a_poll_later(
+    settings: Settings, engine: AsyncEngine, sim: Simulator
+) -> None:
+    ids = sim.run_ids()[:150]
+    await enqueue(engine, ids)
+    slow_poll = dataclasses.replace(FAST, idle_poll_s=60.0)
+    s = api_settings(settings, sim)
+    # Two workers: the first to run out of work waits for runs the other still holds, and each
+    # waits for its own last batch; neither may sleep out the poll.
+    both = asyncio.gather(drain(s, engine, slow_poll), drain(s, engine, slow_poll))
+    stats = await asyncio.wait_for(both, timeout=20)
+    assert sum(x.done + x.polled for x in stats) == len(ids)
 
 
 async def test_a_run_that_always_fails_ends_dead_with_its_reason(
