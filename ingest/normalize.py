@@ -114,7 +114,7 @@ class EventRow:
     integration_name: str | None
     event_name: str | None
     node_id: str | None
-    output: Any  # any JSON value; None is SQL NULL
+    output: bytes | None  # any JSON value, as JSON text; None is SQL NULL
 
 
 @dataclass(slots=True)
@@ -126,7 +126,7 @@ class IntermediateRow:
     event_id: uuid.UUID | None
     session_id: uuid.UUID | None
     name: str | None
-    data: Any
+    data: bytes | None  # any JSON value, as JSON text; None is SQL NULL
     error: str | None
     timestamp: datetime | None
 
@@ -438,6 +438,13 @@ def _version(doc: dict[str, Any], fetched_at: datetime, n: _Notes) -> VersionRow
     )
 
 
+def _json(value: Any) -> bytes | None:
+    """A jsonb value as JSON text, made here so that the parsed tree dies with the payload:
+    held until its batch is written, its thousands of objects would each be walked by the
+    cycle collector, and encoded then it costs the same."""
+    return None if value is None else orjson.dumps(value)
+
+
 def _plain(value: Any) -> bool:
     """A text value needing no conversion and no note: None, or a string within 256."""
     return value is None or (type(value) is str and len(value) <= DOCUMENTED_MAX_LENGTH)
@@ -459,7 +466,7 @@ def _event(doc: dict[str, Any], run_id: uuid.UUID, seq: int, n: _Notes) -> Event
     plain_ids = (kind is None or type(kind) is str) and (node is None or type(node) is str)
     if plain_ids and _plain(integration) and _plain(name):
         timestamp = _timestamp(doc, "timestamp", n, w)
-        return EventRow(run_id, seq, kind, timestamp, integration, name, node, get("output"))
+        return EventRow(run_id, seq, kind, timestamp, integration, name, node, _json(get("output")))
     return EventRow(
         run_id=run_id,
         seq=seq,
@@ -468,7 +475,7 @@ def _event(doc: dict[str, Any], run_id: uuid.UUID, seq: int, n: _Notes) -> Event
         integration_name=_name(doc, "integration_name", n, w),
         event_name=_name(doc, "event_name", n, w),
         node_id=_text(doc, "node_id", n, w),
-        output=get("output"),
+        output=_json(get("output")),
     )
 
 
@@ -503,7 +510,16 @@ def _intermediate(
     except _BadField as bad:
         raise _BadField(f"intermediate.{bad.path}", bad.problem) from None
     return IntermediateRow(
-        run_id, seq, own_id, node_id, event_id, session_id, name, get("data"), error, timestamp
+        run_id,
+        seq,
+        own_id,
+        node_id,
+        event_id,
+        session_id,
+        name,
+        _json(get("data")),
+        error,
+        timestamp,
     )
 
 

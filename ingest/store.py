@@ -57,12 +57,8 @@ class ReprocessResult:
     missing: list[uuid.UUID] = field(default_factory=list)  # asked for, but no stored payload
 
 
-def _json_text(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _drift_json(drift: tuple[Any, ...]) -> str:
-    return orjson.dumps([{"kind": note.kind, "detail": note.detail} for note in drift]).decode()
+def _drift_json(drift: tuple[Any, ...]) -> bytes:
+    return orjson.dumps([{"kind": note.kind, "detail": note.detail} for note in drift])
 
 
 @dataclass(frozen=True)
@@ -117,8 +113,8 @@ class _Target:
 
 _RUNS = _Target.of(tables.runs, RunRow)
 _VERSIONS = _Target.of(tables.versions, VersionRow)
-_EVENTS = _Target.of(tables.run_events, EventRow, {"output": _json_text})
-_INTERMEDIATES = _Target.of(tables.event_intermediates, IntermediateRow, {"data": _json_text})
+_EVENTS = _Target.of(tables.run_events, EventRow)
+_INTERMEDIATES = _Target.of(tables.event_intermediates, IntermediateRow)
 _ISSUES = _Target.of(tables.run_issues, IssueRow)
 _PAYLOADS = _Target.of(tables.run_payloads, PayloadRow, {"drift": _drift_json})
 
