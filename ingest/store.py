@@ -57,8 +57,8 @@ class ReprocessResult:
     missing: list[uuid.UUID] = field(default_factory=list)  # asked for, but no stored payload
 
 
-def _drift_json(drift: tuple[Any, ...]) -> bytes:
-    return orjson.dumps([{"kind": note.kind, "detail": note.detail} for note in drift])
+def _drift_json(drift: tuple[Any, ...]) -> str:
+    return orjson.dumps([{"kind": note.kind, "detail": note.detail} for note in drift]).decode()
 
 
 @dataclass(frozen=True)

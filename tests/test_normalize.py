@@ -28,7 +28,7 @@ def _normalize(body: dict[str, Any] | bytes) -> RunRows:
     return normalize(raw, run_id, FETCHED)
 
 
-def _value(json_text: bytes | None) -> Any:
+def _value(json_text: str | None) -> Any:
     """A jsonb column's value, from the JSON text a row carries."""
     assert json_text is not None
     return orjson.loads(json_text)

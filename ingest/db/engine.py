@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ingest.config import Settings, asyncpg_url
@@ -28,40 +27,12 @@ def connect_args(schema: str) -> dict[str, object]:
 
 
 def create_engine(settings: Settings, url: str | None = None, pool_size: int = 5) -> AsyncEngine:
-    engine = create_async_engine(
+    return create_async_engine(
         url or resolve_url(settings),
         connect_args=connect_args(settings.db_schema),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-    )
-    event.listen(engine.sync_engine, "connect", _jsonb_takes_bytes)
-    return engine
-
-
-def _jsonb_encode(value: str | bytes) -> bytes:
-    # b"\x01": the version byte of jsonb's binary format.
-    return b"\x01" + (value if isinstance(value, bytes) else value.encode())
-
-
-def _jsonb_decode(value: bytes) -> Any:
-    return json.loads(value[1:].decode())
-
-
-def _jsonb_takes_bytes(dbapi_connection: Any, _record: Any) -> None:
-    """jsonb parameters as JSON text in bytes too (orjson's output), not only str.
-
-    SQLAlchemy's own codec (set up just before this runs) takes str: the write path would
-    decode every value only for the codec to encode it again. Reads are as SQLAlchemy's.
-    """
-    dbapi_connection.run_async(
-        lambda conn: conn.set_type_codec(
-            "jsonb",
-            schema="pg_catalog",
-            format="binary",
-            encoder=_jsonb_encode,
-            decoder=_jsonb_decode,
-        )
     )
 
 
