@@ -52,8 +52,18 @@ def start_simulator(runs: int, seed: int = 1) -> tuple[subprocess.Popen[str], st
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("HAPPYROBOT_BASE_URL="):
+            wait_until_idle(proc.pid)
             return proc, line.strip().split("=", 1)[1]
     raise RuntimeError("simulator did not start")
+
+
+def wait_until_idle(pid: int, timeout: float = 600.0) -> None:
+    """Until the simulator has rendered every body (it does once, at start, ~0.3 ms each):
+    that is the simulator's own setup, not serving, and must not run during a measurement."""
+    proc = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    while proc.cpu_percent(0.5) > 5.0 and time.monotonic() < deadline:
+        pass
 
 
 async def list_ids(base_url: str) -> list[uuid.UUID]:
