@@ -158,7 +158,7 @@ class PayloadRow:
     body: bytes
     sha256: str
     fetched_at: datetime
-    drift: tuple[DriftNote, ...]
+    drift: str  # the run's drift notes as a JSON array of {"kind", "detail"}
 
 
 @dataclass(slots=True)
@@ -682,8 +682,13 @@ def _rows(
             raise _prefixed(f"issues[{index}].", bad) from None
 
     drift = notes.notes
+    drift_json = orjson.dumps([{"kind": note.kind, "detail": note.detail} for note in drift])
     payload = PayloadRow(
-        run_id=run_id, body=bytes(body), sha256=sha, fetched_at=fetched_at, drift=tuple(drift)
+        run_id=run_id,
+        body=bytes(body),
+        sha256=sha,
+        fetched_at=fetched_at,
+        drift=drift_json.decode(),
     )
     return RunRows(
         run=run,

@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -57,10 +56,6 @@ class ReprocessResult:
     missing: list[uuid.UUID] = field(default_factory=list)  # asked for, but no stored payload
 
 
-def _drift_json(drift: tuple[Any, ...]) -> str:
-    return orjson.dumps([{"kind": note.kind, "detail": note.detail} for note in drift]).decode()
-
-
 @dataclass(frozen=True)
 class _Target:
     """One table as written from one row type: column list, SQL types, row -> record."""
@@ -71,24 +66,11 @@ class _Target:
     record: Callable[[Any], tuple[Any, ...]]
 
     @classmethod
-    def of(
-        cls, table: Table, row_type: type, encode: dict[str, Callable[[Any], Any]] | None = None
-    ) -> _Target:
+    def of(cls, table: Table, row_type: type) -> _Target:
         columns = tuple(f.name for f in dataclasses.fields(row_type))
         dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
         sql_types = tuple(table.c[name].type.compile(dialect=dialect) for name in columns)
-        get = operator.attrgetter(*columns)
-        encoders = [(columns.index(name), fn) for name, fn in (encode or {}).items()]
-        if not encoders:
-            return cls(table.name, columns, sql_types, get)
-
-        def record(row: Any) -> tuple[Any, ...]:
-            values = list(get(row))
-            for index, fn in encoders:
-                values[index] = fn(values[index])
-            return tuple(values)
-
-        return cls(table.name, columns, sql_types, record)
+        return cls(table.name, columns, sql_types, operator.attrgetter(*columns))
 
     def unnest_select(self) -> str:
         """`SELECT * FROM unnest($1::type[], ...)`: one array parameter per column."""
@@ -116,7 +98,7 @@ _VERSIONS = _Target.of(tables.versions, VersionRow)
 _EVENTS = _Target.of(tables.run_events, EventRow)
 _INTERMEDIATES = _Target.of(tables.event_intermediates, IntermediateRow)
 _ISSUES = _Target.of(tables.run_issues, IssueRow)
-_PAYLOADS = _Target.of(tables.run_payloads, PayloadRow, {"drift": _drift_json})
+_PAYLOADS = _Target.of(tables.run_payloads, PayloadRow)
 
 # Only runs whose stored payload is not newer are written; RETURNING says which.
 _UPSERT_RUNS = _RUNS.insert(
