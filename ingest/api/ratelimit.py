@@ -152,19 +152,19 @@ class RateLimiter:
         (handed over one waiter per turn, on a busy loop a whole grant's slots turn late),
         and later ones only when they come due, so that a process holds no more than one
         grant it has not used yet: if it dies, that is all the others lose."""
-        line, slots = self._line, self._slots
         try:
-            await self._serve(line, slots)
+            await self._serve()
         except BaseException as exc:
             # Closed (cancelled) or a bug: nobody may be left waiting for a slot that never comes.
             error = exc if isinstance(exc, Exception) else RuntimeError("rate limiter closed")
-            while line:
-                turn = line.popleft()
+            while self._line:
+                turn = self._line.popleft()
                 if not turn.done():
                     turn.set_exception(error)
             raise
 
-    async def _serve(self, line: deque[asyncio.Future[float]], slots: deque[float]) -> None:
+    async def _serve(self) -> None:
+        line, slots = self._line, self._slots
         while line:
             if line[0].done():  # its caller was cancelled
                 line.popleft()
