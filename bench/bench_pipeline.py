@@ -3,10 +3,12 @@
     .venv/bin/python bench/bench_pipeline.py [--runs 20000] [--memory-runs 100000]
         [--enqueue-ids 1000000] [--database-url URL]
 
-Prints, for 1 and 2 worker processes with no latency and no rate limit: runs/s, rows/s and
-peak RSS per worker; the ceilings (raw COPY of the same rows into the same tables with
-nothing else running, and the simulator's serve rate alone) and end-to-end throughput as a
-fraction of the lower; bulk enqueue speed (IDs/s). Uses its own schemas and drops them.
+Prints, for 1 and 2 worker processes with no latency and no rate limit: runs/s, rows/s, peak
+RSS per worker, and the CPU each party spent per run (the workers, the simulator, and
+PostgreSQL when its processes run on this machine and can be read); the ceilings (raw COPY
+of the same rows into the same tables with nothing else running, and the simulator's serve
+rate alone) and end-to-end throughput as a fraction of the lower; bulk enqueue speed
+(IDs/s). Uses its own schemas and drops them.
 Without --database-url (or DATABASE_URL) it uses a throwaway embedded PostgreSQL.
 
 Each measurement starts after a CHECKPOINT (when permitted), so that none pays for the WAL
@@ -137,8 +139,28 @@ class Schema:
             return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
 
 
-def run_workers(env: dict[str, str], processes: int) -> tuple[float, list[int]]:
-    """Start `processes` workers with --drain; wall time until all exit, peak RSS of each."""
+def postgres_cpu() -> float | None:
+    """CPU seconds of every postgres process on this machine so far (the postmaster's reaped
+    backends included); None when none can be seen (a database elsewhere, other users')."""
+    total, seen = 0.0, False
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] != "postgres":
+            continue
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+            seen = True
+    return total if seen else None
+
+
+def cpu_seconds(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def run_workers(env: dict[str, str], processes: int) -> tuple[float, list[int], list[float]]:
+    """Start `processes` workers with --drain; wall time until all exit, and the peak RSS and
+    CPU seconds of each."""
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -150,29 +172,35 @@ def run_workers(env: dict[str, str], processes: int) -> tuple[float, list[int]]:
         for _ in range(processes)
     ]
     peaks = [0] * processes
+    used = [0.0] * processes
     handles = [psutil.Process(p.pid) for p in procs]
     while any(p.poll() is None for p in procs):
         for i, h in enumerate(handles):
             with contextlib.suppress(psutil.NoSuchProcess):
                 peaks[i] = max(peaks[i], h.memory_info().rss)
+                used[i] = cpu_seconds(h.pid)
         time.sleep(0.05)
     elapsed = time.perf_counter() - start
     for p in procs:
         if p.returncode != 0:
             raise RuntimeError(f"worker exited {p.returncode}")
-    return elapsed, peaks
+    return elapsed, peaks, used
 
 
 async def end_to_end(
-    url: str, base_url: str, ids: list[uuid.UUID], processes: int
+    url: str, base_url: str, sim_pid: int, ids: list[uuid.UUID], processes: int
 ) -> dict[str, float]:
+    """Drain `ids` with `processes` workers; throughput, peak RSS, and CPU ms per run of the
+    workers, the simulator and (when its processes are visible here) PostgreSQL."""
     from ingest import queue
 
     async with Schema(url) as s:
         async with s.engine.begin() as conn:
             await queue.enqueue(conn, ids)
-        await checkpoint(url)
-        elapsed, peaks = run_workers(s.env(base_url), processes)
+        await checkpoint(s)
+        sim0, pg0 = cpu_seconds(sim_pid), postgres_cpu()
+        elapsed, peaks, used = run_workers(s.env(base_url), processes)
+        sim, pg = cpu_seconds(sim_pid) - sim0, postgres_cpu()
         rows = sum([await s.count(t) for t in TABLES])
         stored = await s.count("run_payloads")
     return {
@@ -181,13 +209,16 @@ async def end_to_end(
         "runs_per_s": stored / elapsed,
         "rows_per_s": rows / elapsed,
         "peak_rss_mb": max(peaks) / 2**20,
+        "workers_ms": sum(used) / stored * 1e3,
+        "simulator_ms": sim / stored * 1e3,
+        "postgres_ms": (pg - pg0) / stored * 1e3 if pg is not None and pg0 is not None else -1,
     }
 
 
-async def checkpoint(url: str) -> None:
+async def checkpoint(s: Schema) -> None:
     """Flush what earlier measurements left in the WAL, so that no checkpoint they triggered
     runs into the next one (it can halve a COPY). Skipped without the privilege."""
-    async with Schema(url) as s, s.engine.connect() as conn:
+    async with s.engine.connect() as conn:
         with contextlib.suppress(Exception):
             await conn.execute(text("CHECKPOINT"))
 
@@ -219,15 +250,16 @@ async def copy_ceiling(url: str, base_url: str, ids: list[uuid.UUID], rounds: in
     prepared = [(t, [t.record(row) for row in rows]) for t, rows in work]
     best = 0.0
     for _ in range(rounds):
-        await checkpoint(url)
-        async with Schema(url) as s, s.engine.begin() as conn:
-            db = await driver_connection(conn)
-            start = time.perf_counter()
-            for target, records in prepared:
-                await db.copy_records_to_table(
-                    target.table, records=records, columns=target.columns
-                )
-            best = max(best, len(ids) / (time.perf_counter() - start))
+        async with Schema(url) as s:
+            await checkpoint(s)
+            async with s.engine.begin() as conn:
+                db = await driver_connection(conn)
+                start = time.perf_counter()
+                for target, records in prepared:
+                    await db.copy_records_to_table(
+                        target.table, records=records, columns=target.columns
+                    )
+                best = max(best, len(ids) / (time.perf_counter() - start))
     return best
 
 
@@ -285,12 +317,14 @@ async def main() -> None:
         rows = []
         best = 0.0
         for processes, work in ((1, one), (2, two)):
-            r = await end_to_end(url, base_url, work, processes)
+            r = await end_to_end(url, base_url, sim.pid, work, processes)
+            pg = f"{r['postgres_ms']:.3f}" if r["postgres_ms"] >= 0 else "not visible"
             rows.append(
                 (
                     f"end to end, {processes} worker process(es), {r['runs']:,} runs",
                     f"{r['runs_per_s']:,.0f} runs/s, {r['rows_per_s']:,.0f} rows/s,"
-                    f" peak RSS {r['peak_rss_mb']:.0f} MB/worker",
+                    f" peak RSS {r['peak_rss_mb']:.0f} MB/worker; CPU ms per run: workers"
+                    f" {r['workers_ms']:.3f}, simulator {r['simulator_ms']:.3f}, PostgreSQL {pg}",
                 )
             )
             best = max(best, r["runs_per_s"])
@@ -301,7 +335,7 @@ async def main() -> None:
         rows.append(("ceiling: raw COPY of the same rows", f"{copied:,.0f} runs/s"))
         rows.append(("end to end / lower ceiling", f"{best / ceiling:.0%}"))
         if args.memory_runs:
-            r = await end_to_end(url, base_url, drained, 1)
+            r = await end_to_end(url, base_url, sim.pid, drained, 1)
             rows.append(
                 (
                     f"drain of {r['runs']:,} runs, 1 worker",
