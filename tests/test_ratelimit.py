@@ -230,3 +230,15 @@ async def test_the_limiters_commit_setting_never_reaches_other_connections(
         for c in conns:
             await c.close()
     assert settings == ["on"] * 3
+
+
+async def test_closing_the_limiter_fails_its_waiters_instead_of_leaving_them_hanging(
+    engine: AsyncEngine,
+) -> None:
+    limiter = RateLimiter(engine, 1)  # one slot a second: the later waiters are still in line
+    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
+    await asyncio.sleep(0.3)
+    await limiter.close()
+    results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 5)
+    failed = [r for r in results if isinstance(r, RuntimeError)]
+    assert len(failed) >= 2 and all("closed" in str(r) for r in failed)
