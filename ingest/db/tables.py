@@ -61,6 +61,7 @@ versions = Table(
     Column("is_deleted", Boolean),
     Column("description", Text),
     _uuid("created_by"),
+    Column("environment", Text),  # staging | production (text: a new value is stored)
     # When the payload that last wrote this row was fetched: an older fetch never overwrites.
     _ts("fetched_at", nullable=False),
 )
@@ -77,8 +78,9 @@ runs = Table(
     Column("status", Text),
     Column("annotation", Text),
     _ts("timestamp"),
-    # Only GET /runs gives these two; discovery writes them, fetches keep them.
+    # The fetched run's own completed_at; the listing's (GET /runs) until a fetch has one.
     _ts("completed_at"),
+    # Only GET /runs gives `data`; discovery writes it, fetches keep it.
     Column("data", JSONB),
     # When and what was fetched (NULL: listed by discovery, not fetched yet).
     _ts("fetched_at"),
@@ -123,7 +125,68 @@ event_intermediates = Table(
     Column("data", JSONB),
     Column("error", Text),
     _ts("timestamp"),
+    # True once the platform's retention deleted the content (`data` is then emptied).
+    Column("data_deleted", Boolean),
     # No foreign key to run_events: see run_events.
+)
+
+# A `session` event: one phone call or chat. Its run_events row (type 'session') stays too, so
+# `seq` is the event's position in `events` in both tables. No foreign keys, as for run_events.
+run_sessions = Table(
+    "run_sessions",
+    metadata,
+    _uuid("run_id", primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("id", Text),  # as sent: the API does not promise a UUID
+    _ts("timestamp"),
+    Column("duration", Double),  # as sent; the API does not document the unit (seconds seen)
+    Column("sip_code", Text),  # NULL when the call connected
+    Column("sip_reason", Text),
+    Column("actions", JSONB),
+)
+# Dashboards ask for "calls in this period" far more often than for one run's calls.
+Index("ix_run_sessions_timestamp", run_sessions.c.timestamp)
+
+# One turn of a session's transcript. latency_breakdown is flattened into columns (NULL when
+# the turn has none) so that percentiles are plain SQL; units as sent (milliseconds seen).
+session_messages = Table(
+    "session_messages",
+    metadata,
+    _uuid("run_id", primary_key=True),
+    Column("session_seq", Integer, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    _uuid("id"),
+    _uuid("session_id"),
+    _uuid("chat_session_id"),
+    Column("role", Text),
+    Column("content", Text),
+    Column("name", Text),
+    Column("is_filler", Boolean),
+    Column("is_interrupted", Boolean),
+    Column("is_natural_cut", Boolean),
+    _ts("timestamp"),
+    Column("data_deleted", Boolean),
+    Column("tool_calls", JSONB),  # as sent; message_tool_calls has them as rows
+    Column("latency_network", Double),
+    Column("latency_initial_wait", Double),
+    Column("latency_transcriber", Double),
+    Column("latency_eos", Double),
+    Column("latency_eos_wait", Double),
+    Column("latency_llm", Double),
+    Column("latency_tts", Double),
+)
+
+# A message's tool_calls[seq].function. arguments is JSON text as the API sends it (OpenAI's
+# format), kept as text: it is not always valid JSON.
+message_tool_calls = Table(
+    "message_tool_calls",
+    metadata,
+    _uuid("run_id", primary_key=True),
+    Column("session_seq", Integer, primary_key=True),
+    Column("message_seq", Integer, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("name", Text),
+    Column("arguments", Text),
 )
 
 run_issues = Table(
@@ -165,6 +228,37 @@ run_payloads = Table(
     # Drift notes from normalisation: unknown fields, new enumeration values, repairs made.
     Column("drift", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+)
+
+# From GET /use-cases, refreshed by discover/sync. Never `webhooks`: it can carry credentials.
+use_cases = Table(
+    "use_cases",
+    metadata,
+    _uuid("id", primary_key=True),
+    _uuid("org_id"),
+    Column("name", Text),
+    Column("slug", Text),
+    Column("icon", Text),
+    _uuid("source_use_case_version_id"),
+    Column("run_columns", JSONB),  # [{group_id, variable_id, name}]: the keys of runs.data
+    _ts("timestamp"),
+    Column("data_retention_days", Integer),
+    Column("sort_order", Integer),  # the API's `order` (a reserved word in SQL)
+    _ts("refreshed_at", nullable=False),
+)
+
+# From GET /usage: billed calls and minutes per use case and period (start/end renamed:
+# END is reserved in SQL).
+usage = Table(
+    "usage",
+    metadata,
+    _uuid("org_id", primary_key=True),
+    _uuid("use_case_id", primary_key=True),
+    _ts("period_start", primary_key=True),
+    _ts("period_end", primary_key=True),
+    Column("calls", Integer),
+    Column("minutes", Double),
+    _ts("refreshed_at", nullable=False),
 )
 
 QUEUE_STATES = ("pending", "running", "done", "dead")
