@@ -365,8 +365,11 @@ upserted AS (
            completed_at, data::jsonb, now()
     FROM listed
     ON CONFLICT (id) DO UPDATE SET
-        -- a run does not un-complete: a listing without the field keeps what we had
-        completed_at = coalesce(excluded.completed_at, r.completed_at),
+        -- a run does not un-complete: a listing without the field keeps what we had; once a
+        -- fetch has its own completed_at, that one wins
+        completed_at = CASE WHEN r.fetched_at IS NULL
+                            THEN coalesce(excluded.completed_at, r.completed_at)
+                            ELSE coalesce(r.completed_at, excluded.completed_at) END,
         data = coalesce(excluded.data, r.data),
         listed_at = excluded.listed_at,
         org_id = CASE WHEN r.fetched_at IS NULL THEN excluded.org_id ELSE r.org_id END,

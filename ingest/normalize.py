@@ -13,6 +13,7 @@ cached, and the rare repairs (NUL characters, type coercions) cost nothing when 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -31,10 +32,12 @@ ISSUE_PRIORITIES = frozenset({"low", "medium", "high"})
 ISSUE_TYPES = frozenset(
     {"transcriber", "message", "tool_call", "end_of_sentence", "run", "interruption"}
 )
+VERSION_ENVIRONMENTS = frozenset({"staging", "production"})
+MESSAGE_ROLES = frozenset({"assistant", "user", "tool", "event"})
 DOCUMENTED_MAX_LENGTH = 256  # the API documents it for a few names; longer ones are kept whole
 
 # Fields each object may carry. Anything else is kept in the raw payload and noted as drift.
-# `completed_at` and `data` are the listing's (GET /runs); discovery owns those columns.
+# `data` is the listing's (GET /runs); discovery owns that column.
 RUN_FIELDS = frozenset(
     {"id", "org_id", "use_case_id", "version_id", "status", "annotation", "timestamp"}
     | {"events", "issues", "version", "completed_at", "data"}
@@ -42,9 +45,23 @@ RUN_FIELDS = frozenset(
 EVENT_FIELDS = frozenset(
     {"type", "timestamp", "integration_name", "event_name", "intermediate", "output", "node_id"}
 )
+SESSION_FIELDS = frozenset(
+    {"type", "id", "timestamp", "duration", "sip_code", "sip_reason", "actions", "messages"}
+)
 INTERMEDIATE_FIELDS = frozenset(
     {"id", "run_id", "node_id", "event_id", "session_id", "name", "data", "error", "timestamp"}
+    | {"data_deleted"}
 )
+MESSAGE_FIELDS = frozenset(
+    {"id", "session_id", "chat_session_id", "role", "content", "tool_calls", "name"}
+    | {"is_filler", "is_interrupted", "is_natural_cut", "latency_breakdown", "timestamp"}
+    | {"data_deleted"}
+)
+# latency_breakdown's keys, in the order of the session_messages columns named after them.
+LATENCY_STAGES = ("network", "initial_wait", "transcriber", "eos", "eos_wait", "llm", "tts")
+_LATENCY_KEYS = frozenset(LATENCY_STAGES)
+TOOL_CALL_FIELDS = frozenset({"function"})
+FUNCTION_FIELDS = frozenset({"name", "arguments"})
 ISSUE_FIELDS = frozenset(
     {"id", "use_case_id", "org_id", "run_id", "run_version_id", "status", "priority"}
     | {"created_at", "type", "updated_at", "assignee", "created_by", "updated_by"}
@@ -53,7 +70,7 @@ ISSUE_FIELDS = frozenset(
 VERSION_FIELDS = frozenset(
     {"id", "slug", "org_id", "use_case_id", "version_number", "name", "is_published"}
     | {"is_live", "source_version_id", "timestamp", "published_at", "is_deleted"}
-    | {"description", "created_by"}
+    | {"description", "created_by", "environment"}
 )
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
@@ -73,7 +90,7 @@ class DriftNote:
 
 @dataclass(slots=True)
 class RunRow:
-    """The columns of `runs` a fetch owns; `completed_at`, `data`, `listed_at` are discovery's."""
+    """The columns of `runs` a fetch owns; `data` and `listed_at` are discovery's."""
 
     id: uuid.UUID
     org_id: uuid.UUID | None
@@ -82,6 +99,7 @@ class RunRow:
     status: str | None
     annotation: str | None
     timestamp: datetime | None
+    completed_at: datetime | None  # NULL keeps the listing's (a run does not un-complete)
     fetched_at: datetime
     payload_sha256: str
 
@@ -102,6 +120,7 @@ class VersionRow:
     is_deleted: bool | None
     description: str | None
     created_by: uuid.UUID | None
+    environment: str | None
     fetched_at: datetime
 
 
@@ -129,6 +148,61 @@ class IntermediateRow:
     data: str | None  # any JSON value, as JSON text; None is SQL NULL
     error: str | None
     timestamp: datetime | None
+    data_deleted: bool | None
+
+
+@dataclass(slots=True)
+class SessionRow:
+    """A `session` event (one call or chat); `seq` is its position in `events`."""
+
+    run_id: uuid.UUID
+    seq: int
+    id: str | None
+    timestamp: datetime | None
+    duration: float | None
+    sip_code: str | None
+    sip_reason: str | None
+    actions: str | None  # any JSON value, as JSON text; None is SQL NULL
+
+
+@dataclass(slots=True)
+class MessageRow:
+    """`messages[seq]` of the session at `events[session_seq]`."""
+
+    run_id: uuid.UUID
+    session_seq: int
+    seq: int
+    id: uuid.UUID | None
+    session_id: uuid.UUID | None
+    chat_session_id: uuid.UUID | None
+    role: str | None
+    content: str | None
+    name: str | None
+    is_filler: bool | None
+    is_interrupted: bool | None
+    is_natural_cut: bool | None
+    timestamp: datetime | None
+    data_deleted: bool | None
+    tool_calls: str | None  # as sent, as JSON text; None is SQL NULL
+    latency_network: float | None
+    latency_initial_wait: float | None
+    latency_transcriber: float | None
+    latency_eos: float | None
+    latency_eos_wait: float | None
+    latency_llm: float | None
+    latency_tts: float | None
+
+
+@dataclass(slots=True)
+class ToolCallRow:
+    """`tool_calls[seq].function` of a message."""
+
+    run_id: uuid.UUID
+    session_seq: int
+    message_seq: int
+    seq: int
+    name: str | None
+    arguments: str | None  # JSON text as the API sends it (not parsed: it may not be JSON)
 
 
 @dataclass(slots=True)
@@ -169,6 +243,9 @@ class RunRows:
     version: VersionRow | None
     events: list[EventRow]
     intermediates: list[IntermediateRow]
+    sessions: list[SessionRow]
+    messages: list[MessageRow]
+    tool_calls: list[ToolCallRow]
     issues: list[IssueRow]
     payload: PayloadRow
     drift: list[DriftNote]
@@ -186,6 +263,9 @@ class RunRows:
             + (self.version is not None)
             + len(self.events)
             + len(self.intermediates)
+            + len(self.sessions)
+            + len(self.messages)
+            + len(self.tool_calls)
             + len(self.issues)
         )
 
@@ -346,6 +426,29 @@ def _int(obj: dict[str, Any], key: str, notes: _Notes, where: str) -> int | None
     return number
 
 
+def _float(obj: dict[str, Any], key: str, notes: _Notes, where: str) -> float | None:
+    """A number stored as sent (double precision); a numeric string is read as its number."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is float or kind is int:
+        if kind is int and not -_DOUBLE_EXACT <= value <= _DOUBLE_EXACT:
+            notes.add("rounded_to_double", f"{where}{key}")
+        return float(value)
+    if kind is str:
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                notes.add("coerced_to_number", f"{where}{key}")
+                return number
+    raise _BadField(key, f"is not a number: {_show(value)}")
+
+
+_DOUBLE_EXACT = 2**53  # beyond it a double cannot hold every integer: say it was rounded
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -407,6 +510,7 @@ def _run(
         status=_enum(doc, "status", RUN_STATUSES, n, ""),
         annotation=_enum(doc, "annotation", ANNOTATIONS, n, ""),
         timestamp=_timestamp(doc, "timestamp", n, ""),
+        completed_at=_timestamp(doc, "completed_at", n, ""),
         fetched_at=fetched_at,
         payload_sha256=sha,
     )
@@ -434,6 +538,7 @@ def _version(doc: dict[str, Any], fetched_at: datetime, n: _Notes) -> VersionRow
         is_deleted=_bool(doc, "is_deleted", n, w),
         description=_text(doc, "description", n, w),
         created_by=_uuid(doc, "created_by"),
+        environment=_enum(doc, "environment", VERSION_ENVIRONMENTS, n, w),
         fetched_at=fetched_at,
     )
 
@@ -509,6 +614,9 @@ def _intermediate(
         if error is not None and type(error) is not str:
             error = _text(doc, "error", n, w)
         timestamp = _timestamp(doc, "timestamp", n, w)
+        deleted = get("data_deleted")
+        if deleted is not None and type(deleted) is not bool:
+            deleted = _bool(doc, "data_deleted", n, w)
     except _BadField as bad:
         raise _BadField(f"intermediate.{bad.path}", bad.problem) from None
     return IntermediateRow(
@@ -522,7 +630,152 @@ def _intermediate(
         _json(get("data")),
         error,
         timestamp,
+        deleted,
     )
+
+
+def _session(
+    doc: dict[str, Any], run_id: uuid.UUID, seq: int, n: _Notes
+) -> tuple[SessionRow, list[MessageRow], list[ToolCallRow]]:
+    """A `session` event's rows; its run_events row is made by `_event` like any event's."""
+    w = "events[]."
+    if not SESSION_FIELDS.issuperset(doc):
+        _unknown_fields(doc, SESSION_FIELDS, n, w)
+    session = SessionRow(
+        run_id=run_id,
+        seq=seq,
+        id=_text(doc, "id", n, w),
+        timestamp=_timestamp(doc, "timestamp", n, w),
+        duration=_float(doc, "duration", n, w),
+        sip_code=_text(doc, "sip_code", n, w),
+        sip_reason=_text(doc, "sip_reason", n, w),
+        actions=_json(doc.get("actions")),
+    )
+    messages: list[MessageRow] = []
+    tool_calls: list[ToolCallRow] = []
+    raw = doc.get("messages")
+    if raw is None:
+        return session, messages, tool_calls
+    if type(raw) is not list:
+        raise _BadField("messages", f"is not an array: {_show(raw)}")
+    for index, message_doc in enumerate(raw):
+        if message_doc is None:
+            # As for events: its position is its identity, so the slot stays, all NULL.
+            n.add("null_message", f"events[{seq}].messages[{index}]")
+            message_doc = {}
+        elif type(message_doc) is not dict:
+            raise _BadField(f"messages[{index}]", f"is not an object: {_show(message_doc)}")
+        try:
+            messages.append(_message(message_doc, run_id, seq, index, n))
+            calls = message_doc.get("tool_calls")
+            if calls is not None:
+                tool_calls.extend(_tool_calls(calls, run_id, seq, index, n))
+        except _BadField as bad:
+            raise _prefixed(f"messages[{index}].", bad) from None
+    return session, messages, tool_calls
+
+
+_NO_LATENCY = (None,) * len(LATENCY_STAGES)
+
+
+def _latencies(doc: dict[str, Any], n: _Notes) -> tuple[float | None, ...]:
+    value = doc.get("latency_breakdown")
+    if value is None:
+        return _NO_LATENCY
+    if type(value) is not dict:
+        raise _BadField("latency_breakdown", f"is not an object: {_show(value)}")
+    w = "events[].messages[].latency_breakdown."
+    if not _LATENCY_KEYS.issuperset(value):
+        _unknown_fields(value, _LATENCY_KEYS, n, w)
+    try:
+        return tuple(_float(value, stage, n, w) for stage in LATENCY_STAGES)
+    except _BadField as bad:
+        raise _prefixed("latency_breakdown.", bad) from None
+
+
+def _message(
+    doc: dict[str, Any], run_id: uuid.UUID, session_seq: int, seq: int, n: _Notes
+) -> MessageRow:
+    w = "events[].messages[]."
+    if not MESSAGE_FIELDS.issuperset(doc):
+        _unknown_fields(doc, MESSAGE_FIELDS, n, w)
+    get = doc.get
+    role, content, name = get("role"), get("content"), get("name")
+    if role is not None and (type(role) is not str or role not in MESSAGE_ROLES):
+        role = _enum(doc, "role", MESSAGE_ROLES, n, w)
+    if content is not None and type(content) is not str:
+        content = _text(doc, "content", n, w)
+    if name is not None and type(name) is not str:
+        name = _text(doc, "name", n, w)
+    flags = []
+    for key in ("is_filler", "is_interrupted", "is_natural_cut", "data_deleted"):
+        flag = get(key)
+        flags.append(flag if flag is None or type(flag) is bool else _bool(doc, key, n, w))
+    session = get("session_id")
+    session_id = _UUID_CACHE.get(session) if type(session) is str else None
+    if session_id is None:
+        session_id = _uuid(doc, "session_id")
+    network, initial_wait, transcriber, eos, eos_wait, llm, tts = _latencies(doc, n)
+    return MessageRow(
+        run_id,
+        session_seq,
+        seq,
+        _unique_uuid(doc, "id"),
+        session_id,
+        _uuid(doc, "chat_session_id"),
+        role,
+        content,
+        name,
+        flags[0],
+        flags[1],
+        flags[2],
+        _timestamp(doc, "timestamp", n, w),
+        flags[3],
+        _json(get("tool_calls")),
+        network,
+        initial_wait,
+        transcriber,
+        eos,
+        eos_wait,
+        llm,
+        tts,
+    )
+
+
+def _tool_calls(
+    calls: Any, run_id: uuid.UUID, session_seq: int, message_seq: int, n: _Notes
+) -> list[ToolCallRow]:
+    w = "events[].messages[].tool_calls[]."
+    if type(calls) is not list:
+        raise _BadField("tool_calls", f"is not an array: {_show(calls)}")
+    rows = []
+    for seq, call in enumerate(calls):
+        function: Any = None
+        if call is None:
+            n.add(
+                "null_tool_call", f"events[{session_seq}].messages[{message_seq}].tool_calls[{seq}]"
+            )
+        elif type(call) is not dict:
+            raise _BadField(f"tool_calls[{seq}]", f"is not an object: {_show(call)}")
+        else:
+            if not TOOL_CALL_FIELDS.issuperset(call):
+                _unknown_fields(call, TOOL_CALL_FIELDS, n, w)
+            function = call.get("function")
+        name = arguments = None
+        if type(function) is dict:
+            if not FUNCTION_FIELDS.issuperset(function):
+                _unknown_fields(function, FUNCTION_FIELDS, n, f"{w}function.")
+            name = _text(function, "name", n, f"{w}function.")
+            arguments = _text(function, "arguments", n, f"{w}function.")
+        elif function is not None:
+            raise _BadField(f"tool_calls[{seq}].function", f"is not an object: {_show(function)}")
+        rows.append(ToolCallRow(run_id, session_seq, message_seq, seq, name, arguments))
+    return rows
+
+
+def _session_event_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a session event that its run_events row holds (the rest is the call's)."""
+    return {"type": doc.get("type"), "timestamp": doc.get("timestamp")}
 
 
 def _same_run(value: Any, run_id: uuid.UUID, run_text: str) -> bool:
@@ -645,6 +898,9 @@ def _rows(
 
     events: list[EventRow] = []
     intermediates: list[IntermediateRow] = []
+    sessions: list[SessionRow] = []
+    messages: list[MessageRow] = []
+    tool_calls: list[ToolCallRow] = []
     for seq, event_doc in enumerate(_array(doc, "events")):
         if event_doc is None:
             # Its position is its identity: keep the slot as an empty event.
@@ -653,6 +909,19 @@ def _rows(
         elif type(event_doc) is not dict:
             raise PayloadRejected(f"events[{seq}] is not an object: {_show(event_doc)}")
         try:
+            kind = event_doc.get("type")
+            if kind == "session":
+                # Its run_events row keeps seq the position in `events`; the call is its own.
+                events.append(_event(_session_event_fields(event_doc), run_id, seq, notes))
+                session, session_messages, session_calls = _session(event_doc, run_id, seq, notes)
+                sessions.append(session)
+                messages.extend(session_messages)
+                tool_calls.extend(session_calls)
+                continue
+            if kind is not None and kind != "action":
+                # A type nobody knows yet: its event row and raw payload, counted as drift.
+                notes.add("unknown_event_type", f"events[].type={_show(kind)}")
+                event_doc = {k: v for k, v in event_doc.items() if k in EVENT_FIELDS}
             events.append(_event(event_doc, run_id, seq, notes))
             inter_doc = event_doc.get("intermediate")
             if inter_doc is not None:
@@ -695,6 +964,9 @@ def _rows(
         version=version,
         events=events,
         intermediates=intermediates,
+        sessions=sessions,
+        messages=messages,
+        tool_calls=tool_calls,
         issues=list(issues.values()),
         payload=payload,
         drift=drift,

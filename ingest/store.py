@@ -31,10 +31,13 @@ from ingest.normalize import (
     EventRow,
     IntermediateRow,
     IssueRow,
+    MessageRow,
     PayloadRejected,
     PayloadRow,
     RunRow,
     RunRows,
+    SessionRow,
+    ToolCallRow,
     VersionRow,
     normalize,
 )
@@ -89,20 +92,27 @@ class _Target:
         names = ", ".join(f'"{c}"' for c in self.columns)
         return f"INSERT INTO {self.table} AS t ({names}) {self.unnest_select()} {conflict}"
 
-    def set_all(self, key: str) -> str:
-        return ", ".join(f'"{c}" = excluded."{c}"' for c in self.columns if c != key)
+    def set_all(self, *keep: str) -> str:
+        """Every column from the new row, but those in `keep` (the key, or set otherwise)."""
+        return ", ".join(f'"{c}" = excluded."{c}"' for c in self.columns if c not in keep)
 
 
 _RUNS = _Target.of(tables.runs, RunRow)
 _VERSIONS = _Target.of(tables.versions, VersionRow)
 _EVENTS = _Target.of(tables.run_events, EventRow)
 _INTERMEDIATES = _Target.of(tables.event_intermediates, IntermediateRow)
+_SESSIONS = _Target.of(tables.run_sessions, SessionRow)
+_MESSAGES = _Target.of(tables.session_messages, MessageRow)
+_TOOL_CALLS = _Target.of(tables.message_tool_calls, ToolCallRow)
 _ISSUES = _Target.of(tables.run_issues, IssueRow)
 _PAYLOADS = _Target.of(tables.run_payloads, PayloadRow)
 
-# Only runs whose stored payload is not newer are written; RETURNING says which.
+# Only runs whose stored payload is not newer are written; RETURNING says which. A fetched
+# completed_at wins over the listing's; NULL (still running, or a payload from before the API
+# sent it, on reprocess) keeps what the listing said: a run does not un-complete.
 _UPSERT_RUNS = _RUNS.insert(
-    f"ON CONFLICT (id) DO UPDATE SET {_RUNS.set_all('id')}, updated_at = now()"
+    f"ON CONFLICT (id) DO UPDATE SET {_RUNS.set_all('id', 'completed_at')}, updated_at = now(),"
+    " completed_at = coalesce(excluded.completed_at, t.completed_at)"
     " WHERE t.fetched_at IS NULL OR t.fetched_at <= excluded.fetched_at"
     " RETURNING id"
 )
@@ -117,9 +127,9 @@ _UPSERT_ISSUES = _ISSUES.insert(
     " WHERE coalesce((SELECT fetched_at FROM runs WHERE id = t.run_id), '-infinity')"
     " <= (SELECT fetched_at FROM runs WHERE id = excluded.run_id)"
 )
-# Children are replaced, not upserted: deleted (one statement for the four tables), then
-# COPYed in. For every written run, not only re-fetched ones: run_events and
-# event_intermediates have no foreign key (see ingest.db.tables), so rows left behind by a run
+# Children are replaced, not upserted: deleted (one statement for all their tables), then
+# COPYed in. For every written run, not only re-fetched ones: events, intermediates, sessions,
+# messages and tool calls have no foreign key (see ingest.db.tables), so rows left behind by a run
 # deleted by hand must not make the COPY of its next fetch fail; probing the primary keys for
 # runs that have no children costs a few ms per 200 runs (and runs listed by discovery before
 # their fetch, the usual case, are not new to `runs` anyway). A separate statement after the runs
@@ -130,7 +140,15 @@ _DELETE_CHILDREN = (
     + ", ".join(
         f"d{n} AS (DELETE FROM {table.name} WHERE run_id = ANY($1::uuid[]))"
         for n, table in enumerate(
-            (tables.event_intermediates, tables.run_events, tables.run_issues, tables.run_payloads)
+            (
+                tables.message_tool_calls,
+                tables.session_messages,
+                tables.run_sessions,
+                tables.event_intermediates,
+                tables.run_events,
+                tables.run_issues,
+                tables.run_payloads,
+            )
         )
     )
     + " SELECT"
@@ -186,18 +204,20 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
 
     await raw.execute(_DELETE_CHILDREN, [rows.run.id for rows in runs])
 
-    events = [event for rows in runs for event in rows.events]
-    intermediates = [inter for rows in runs for inter in rows.intermediates]
-    payloads = [rows.payload for rows in runs]
+    copied = 0
     for target, rows_ in (
-        (_EVENTS, events),
-        (_INTERMEDIATES, intermediates),
-        (_PAYLOADS, payloads),
+        (_EVENTS, [event for rows in runs for event in rows.events]),
+        (_INTERMEDIATES, [inter for rows in runs for inter in rows.intermediates]),
+        (_SESSIONS, [session for rows in runs for session in rows.sessions]),
+        (_MESSAGES, [message for rows in runs for message in rows.messages]),
+        (_TOOL_CALLS, [call for rows in runs for call in rows.tool_calls]),
+        (_PAYLOADS, [rows.payload for rows in runs]),
     ):
         if rows_:
             await raw.copy_records_to_table(
                 target.table, records=map(target.record, rows_), columns=target.columns
             )
+            copied += len(rows_)
 
     issues = _newest_by_id(
         [(issue.id, rows.run.fetched_at, issue) for rows in runs for issue in rows.issues]
@@ -213,7 +233,7 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
     if versions:
         await raw.execute(_UPSERT_VERSIONS, *_VERSIONS.arrays(versions))
 
-    stats.rows = 2 * len(runs) + len(versions) + len(events) + len(intermediates) + len(issues)
+    stats.rows = len(runs) + copied + len(issues) + len(versions)
     return stats
 
 

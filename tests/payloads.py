@@ -1,10 +1,11 @@
 """Run payloads shaped like `GET /runs/{id}` (see happyrobot-api.md), for tests and benchmarks.
 
 - `make_run_payload(rng, ...)`: a realistic, well-formed body, deterministic for a seeded rng.
-- `run_payloads()`: a hypothesis strategy over the whole shape, odd cases included (nulls,
-  missing fields, new enumeration values, unknown fields, long strings, NUL characters,
-  timestamps with offsets or no zone, numbers/booleans as strings, duplicate issue ids, issues
-  claiming another run). Every body it draws is one that normalize must store, not refuse.
+- `run_payloads()`: a hypothesis strategy over the whole shape (action and session events,
+  messages, tool calls, latency breakdowns), odd cases included (nulls, missing fields, new
+  enumeration values, unknown fields and event types, long strings, NUL characters, timestamps
+  with offsets or no zone, numbers/booleans as strings, duplicate issue ids, issues claiming
+  another run). Every body it draws is one that normalize must store, not refuse.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ ANNOTATIONS = ["correct", "incorrect", "critical"]
 ISSUE_STATUSES = ["open", "approved", "rejected", "closed"]
 ISSUE_PRIORITIES = ["low", "medium", "high"]
 ISSUE_TYPES = ["transcriber", "message", "tool_call", "end_of_sentence", "run", "interruption"]
+ROLES = ["assistant", "user", "tool", "event"]
+ENVIRONMENTS = ["staging", "production"]
+LATENCY_STAGES = ["network", "initial_wait", "transcriber", "eos", "eos_wait", "llm", "tts"]
+_TOOLS = ["find_load", "verify_carrier", "book_load", "log_offer", "transfer_call"]
 
 _INTEGRATIONS = ["twilio", "openai", "deepgram", "elevenlabs", "mcleod", "webhook", "sms"]
 _EVENT_NAMES = ["call_started", "transcript", "tool_call", "llm_response", "transfer", "hangup"]
@@ -84,6 +89,7 @@ def make_version(
         "is_deleted": False,
         "description": _sentence(rng, 12),
         "created_by": _uid(rng),
+        "environment": "production" if rng.random() < 0.8 else "staging",
     }
 
 
@@ -112,8 +118,61 @@ def _event(rng: random.Random, run_id: str, at: datetime, nodes: list[str], sess
         "data": {"input": _sentence(rng, rng.randrange(3, 20)), "step": rng.randrange(100)},
         "error": "timeout calling tool" if rng.random() < 0.03 else None,
         "timestamp": _iso(at + timedelta(milliseconds=rng.randrange(1, 900))),
+        "data_deleted": False,
     }
     return event
+
+
+def _message(rng: random.Random, at: datetime, role: str, session: str) -> dict[str, Any]:
+    calls = None
+    if role == "assistant" and rng.random() < 0.25:
+        reference = rng.randrange(100_000, 999_999)
+        calls = [
+            {
+                "function": {
+                    "name": rng.choice(_TOOLS),
+                    "arguments": f'{{"reference_number": "{reference}"}}',
+                }
+            }
+        ]
+    latency = None
+    if role == "assistant":
+        latency = {stage: round(rng.uniform(5, 600), 1) for stage in LATENCY_STAGES}
+    return {
+        "id": _uid(rng),
+        "session_id": session,
+        "chat_session_id": None,
+        "role": role,
+        "content": _sentence(rng, rng.randrange(4, 30)),
+        "tool_calls": calls,
+        "name": calls[0]["function"]["name"] if role == "tool" and calls else None,
+        "is_filler": rng.random() < 0.05,
+        "is_interrupted": rng.random() < 0.08,
+        "is_natural_cut": rng.random() < 0.05,
+        "latency_breakdown": latency,
+        "timestamp": _iso(at),
+        "data_deleted": False,
+    }
+
+
+def make_session(rng: random.Random, at: datetime, messages: int = 20) -> dict[str, Any]:
+    """A connected call's `session` event with `messages` turns (none: a failed call)."""
+    session = _uid(rng)
+    turns = [
+        _message(rng, at + timedelta(seconds=4 * i), "assistant" if i % 2 == 0 else "user", session)
+        for i in range(messages)
+    ]
+    failed = messages == 0
+    return {
+        "type": "session",
+        "id": session,
+        "timestamp": _iso(at),
+        "duration": 0.0 if failed else round(4.0 * messages + rng.random(), 3),
+        "sip_code": "486" if failed else None,
+        "sip_reason": "Busy Here" if failed else None,
+        "actions": [{"type": "transfer", "ok": True}] if rng.random() < 0.1 else [],
+        "messages": turns,
+    }
 
 
 def _issue(rng: random.Random, run: dict[str, Any], at: datetime) -> dict[str, Any]:
@@ -145,8 +204,14 @@ def make_run_payload(
     issues: int = 2,
     version_pool: list[dict[str, Any]] | None = None,
     status: str = "completed",
+    sessions: int = 1,
+    messages: int = 20,
 ) -> dict[str, Any]:
-    """A realistic run body; its version is drawn from `version_pool` when one is given."""
+    """A realistic run body; its version is drawn from `version_pool` when one is given.
+
+    `events` action events, then `sessions` calls of `messages` turns each (last, so that a
+    test may cut the action events without touching them).
+    """
     version = rng.choice(version_pool) if version_pool else make_version(rng)
     start = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(30_000_000))
     run: dict[str, Any] = {
@@ -157,13 +222,16 @@ def make_run_payload(
         "status": status,
         "annotation": rng.choice(ANNOTATIONS) if status == "completed" else None,
         "timestamp": _iso(start),
+        "completed_at": (
+            _iso(start + timedelta(seconds=2 * events + 90)) if status == "completed" else None
+        ),
     }
     nodes = [_uid(rng) for _ in range(6)]
     session = _uid(rng)
     run["events"] = [
         _event(rng, run["id"], start + timedelta(seconds=2 * i), nodes, session)
         for i in range(events)
-    ]
+    ] + [make_session(rng, start + timedelta(seconds=60 * i), messages) for i in range(sessions)]
     run["issues"] = [_issue(rng, run, start + timedelta(minutes=5)) for _ in range(issues)]
     run["version"] = version
     return run
@@ -248,6 +316,7 @@ def _version_fields(ids: st.SearchStrategy[str]) -> dict[str, st.SearchStrategy[
         "is_deleted": _bool(),
         "description": _text,
         "created_by": _uuids,
+        "environment": _enum(ENVIRONMENTS),
     }
 
 
@@ -262,6 +331,48 @@ def _intermediate_fields(run_id: str) -> dict[str, st.SearchStrategy[Any]]:
         "data": _json,
         "error": _text | st.integers(-(2**63), 2**63 - 1),
         "timestamp": _timestamps(),
+        "data_deleted": _bool(),
+    }
+
+
+# Numbers as sent: floats, integers (beyond 2**53 too: stored rounded), numeric strings.
+_numbers = (
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(-1e6, 1e6).map(str)
+)
+
+
+def _message_fields() -> dict[str, st.SearchStrategy[Any]]:
+    function = _object({"name": _text, "arguments": _text | _json})
+    return {
+        "id": _uuids,
+        "session_id": _uuids,
+        "chat_session_id": _uuids,
+        "role": _enum(ROLES),
+        "content": _text | _long_text,
+        "tool_calls": st.lists(_object({"function": function}) | st.none(), max_size=2),
+        "name": _text,
+        "is_filler": _bool(),
+        "is_interrupted": _bool(),
+        "is_natural_cut": _bool(),
+        "latency_breakdown": _object({stage: _numbers for stage in LATENCY_STAGES}),
+        "timestamp": _timestamps(),
+        "data_deleted": _bool(),
+    }
+
+
+def _session_fields() -> dict[str, st.SearchStrategy[Any]]:
+    return {
+        "type": st.just("session"),
+        # text in the table: a UUID, a provider's own id, or any JSON value as its JSON text
+        "id": _uuids | _text | st.integers(0, 10**12),
+        "timestamp": _timestamps(),
+        "duration": _numbers,
+        "sip_code": _text | st.integers(100, 699),
+        "sip_reason": _text,
+        "actions": _json,
+        "messages": st.lists(_object(_message_fields()) | st.none(), max_size=3),
     }
 
 
@@ -312,6 +423,7 @@ def run_payloads(draw: st.DrawFn, max_events: int = 4, max_issues: int = 3) -> d
                 "status": _enum(RUN_STATUSES),
                 "annotation": _enum(ANNOTATIONS),
                 "timestamp": _timestamps(),
+                "completed_at": _timestamps(),
             }
         )
     )
@@ -319,7 +431,10 @@ def run_payloads(draw: st.DrawFn, max_events: int = 4, max_issues: int = 3) -> d
     # A few issue ids, so that duplicates within one run happen.
     issue_ids = st.sampled_from([str(draw(st.uuids())) for _ in range(3)])
     parts = {
-        "events": st.lists(_object(_event_fields(run_id)) | st.none(), max_size=max_events),
+        "events": st.lists(
+            _object(_event_fields(run_id)) | _object(_session_fields()) | st.none(),
+            max_size=max_events,
+        ),
         "issues": st.lists(
             _object(_issue_fields(run_id, issue_ids)) | st.none(), max_size=max_issues
         ),

@@ -18,7 +18,8 @@ FETCHED = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def _payload(**changes: Any) -> dict[str, Any]:
-    body = make_run_payload(random.Random(7), events=3, issues=2)
+    """Three action events and two issues; calls are tested on `_call_payload`."""
+    body = make_run_payload(random.Random(7), events=3, issues=2, sessions=0)
     body.update(changes)
     return body
 
@@ -55,12 +56,19 @@ def test_a_realistic_run_gives_every_row_and_no_drift() -> None:
 
     assert rows.drift == []
     assert rows.terminal
-    assert rows.row_count == 1 + 1 + 30 + 30 + 2 + 1
+    calls = sum(len(m["tool_calls"] or []) for m in body["events"][30]["messages"])
+    assert calls > 0
+    # run, payload, 31 events (30 actions + the call), 30 intermediates, the session, its 20
+    # messages and their tool calls, 2 issues, the version
+    assert rows.row_count == 1 + 1 + 31 + 30 + 1 + 20 + calls + 2 + 1
+    assert len(rows.messages) == 20 and len(rows.tool_calls) == calls
     assert rows.run.id == uuid.UUID(body["id"])
     assert rows.run.version_id == rows.version.id == uuid.UUID(body["version"]["id"])  # type: ignore[union-attr]
     assert rows.run.timestamp == datetime.fromisoformat(body["timestamp"])
     assert rows.run.fetched_at == FETCHED
-    assert [e.seq for e in rows.events] == list(range(30))
+    assert [e.seq for e in rows.events] == list(range(31))
+    assert rows.run.completed_at == datetime.fromisoformat(body["completed_at"])
+    assert rows.version.environment == body["version"]["environment"]  # type: ignore[union-attr]
     assert _value(rows.events[4].output) == body["events"][4]["output"]
     inter = body["events"][4]["intermediate"]
     assert rows.intermediates[4].session_id == uuid.UUID(inter["session_id"])

@@ -23,9 +23,12 @@ from ingest.normalize import (
     EventRow,
     IntermediateRow,
     IssueRow,
+    MessageRow,
     PayloadRow,
     RunRow,
     RunRows,
+    SessionRow,
+    ToolCallRow,
     VersionRow,
     normalize,
 )
@@ -33,9 +36,15 @@ from ingest.store import StoreStats, reprocess, store_batch
 from tests.payloads import make_run_payload, make_version, run_payloads
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
-CHILD_TABLES = ("run_events", "event_intermediates", "run_issues", "run_payloads")
+CALL_TABLES = ("run_sessions", "session_messages", "message_tool_calls")
+CHILD_TABLES = ("run_events", "event_intermediates", *CALL_TABLES, "run_issues", "run_payloads")
 ALL_TABLES = ("runs", "versions", *CHILD_TABLES)
-JSON_COLUMNS = {"run_events": ["output"], "event_intermediates": ["data"]}
+JSON_COLUMNS = {
+    "run_events": ["output"],
+    "event_intermediates": ["data"],
+    "run_sessions": ["actions"],
+    "session_messages": ["tool_calls"],
+}
 
 
 def _rows(body: dict[str, Any], fetched_at: datetime = T0) -> RunRows:
@@ -61,8 +70,15 @@ async def _table(engine: AsyncEngine, table: str) -> list[dict[str, Any]]:
 
 
 def _sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows in key order: by id, else by (run_id, seq)."""
-    return sorted(rows, key=lambda r: (str(r.get("id") or r.get("run_id")), r.get("seq", 0)))
+    """Rows in key order: by id, else by run_id, then by their positions (and all else)."""
+    return sorted(
+        rows,
+        key=lambda r: (
+            str(r.get("id") or r.get("run_id")),
+            *(r.get(k, 0) for k in ("session_seq", "message_seq", "seq")),
+            repr(r),
+        ),
+    )
 
 
 async def _snapshot(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
@@ -75,6 +91,9 @@ def test_row_types_name_columns_of_their_tables() -> None:
         (VersionRow, tables.versions),
         (EventRow, tables.run_events),
         (IntermediateRow, tables.event_intermediates),
+        (SessionRow, tables.run_sessions),
+        (MessageRow, tables.session_messages),
+        (ToolCallRow, tables.message_tool_calls),
         (IssueRow, tables.run_issues),
         (PayloadRow, tables.run_payloads),
     ]:
@@ -85,9 +104,12 @@ def test_row_types_name_columns_of_their_tables() -> None:
         (VersionRow, tables.versions, set()),
         (EventRow, tables.run_events, set()),
         (IntermediateRow, tables.event_intermediates, set()),
+        (SessionRow, tables.run_sessions, set()),
+        (MessageRow, tables.session_messages, set()),
+        (ToolCallRow, tables.message_tool_calls, set()),
         (IssueRow, tables.run_issues, set()),
         (PayloadRow, tables.run_payloads, set()),
-        (RunRow, tables.runs, {"completed_at", "data", "listed_at", "updated_at"}),
+        (RunRow, tables.runs, {"data", "listed_at", "updated_at"}),
     ]:
         assert {f.name for f in dataclasses.fields(row_type)} | own == set(table.c.keys())
 
@@ -135,6 +157,8 @@ def _expect(kind: str, value: Any) -> Any:
         return value if isinstance(value, str) else orjson.dumps(value).decode()
     if kind == "int":
         return int(value)
+    if kind == "float":
+        return float(value)
     if kind == "bool":
         return value if isinstance(value, bool) else str(value).lower() in ("true", "1")
     return _canonical(value)  # json
@@ -147,6 +171,7 @@ def _columns(obj: dict[str, Any], kinds: dict[str, str]) -> dict[str, Any]:
 RUN = {"org_id": "uuid", "use_case_id": "uuid", "version_id": "uuid", "status": "text"} | {
     "annotation": "text",
     "timestamp": "time",
+    "completed_at": "time",
 }
 VERSION = {"id": "uuid", "slug": "text", "org_id": "uuid", "use_case_id": "uuid"} | {
     "version_number": "int",
@@ -159,6 +184,7 @@ VERSION = {"id": "uuid", "slug": "text", "org_id": "uuid", "use_case_id": "uuid"
     "is_deleted": "bool",
     "description": "text",
     "created_by": "uuid",
+    "environment": "text",
 }
 EVENT = {"type": "text", "timestamp": "time", "integration_name": "text"} | {
     "event_name": "text",
@@ -170,7 +196,23 @@ INTERMEDIATE = {"id": "uuid", "node_id": "uuid", "event_id": "uuid", "session_id
     "data": "json",
     "error": "text",
     "timestamp": "time",
+    "data_deleted": "bool",
 }
+SESSION = {"id": "text", "timestamp": "time", "duration": "float", "sip_code": "text"} | {
+    "sip_reason": "text",
+    "actions": "json",
+}
+MESSAGE = {"id": "uuid", "session_id": "uuid", "chat_session_id": "uuid", "role": "text"} | {
+    "content": "text",
+    "name": "text",
+    "is_filler": "bool",
+    "is_interrupted": "bool",
+    "is_natural_cut": "bool",
+    "timestamp": "time",
+    "data_deleted": "bool",
+    "tool_calls": "json",
+}
+LATENCY = ("network", "initial_wait", "transcriber", "eos", "eos_wait", "llm", "tts")
 ISSUE = {"id": "uuid", "use_case_id": "uuid", "org_id": "uuid", "run_version_id": "uuid"} | {
     "status": "text",
     "priority": "text",
@@ -192,7 +234,6 @@ def _expected_tables(raw: bytes, fetched_at: datetime) -> dict[str, list[dict[st
     run_id = uuid.UUID(body["id"])
     sha = hashlib.sha256(raw).hexdigest()
     run = {"id": run_id, **_columns(body, RUN)} | {
-        "completed_at": None,
         "data": None,
         "fetched_at": fetched_at,
         "payload_sha256": sha,
@@ -203,7 +244,28 @@ def _expected_tables(raw: bytes, fetched_at: datetime) -> dict[str, list[dict[st
     if version and version.get("id"):
         versions = [_columns(version, VERSION) | {"fetched_at": fetched_at}]
     events, intermediates = [], []
+    sessions, messages, calls = [], [], []
     for seq, event in enumerate(body.get("events") or []):
+        if event and event.get("type") == "session":
+            # The event row says only what and when; the call is in the session tables.
+            events.append({"run_id": run_id, "seq": seq, **_columns({}, EVENT)})
+            events[-1].update(type="session", timestamp=_expect("time", event.get("timestamp")))
+            sessions.append({"run_id": run_id, "seq": seq, **_columns(event, SESSION)})
+            for m_seq, message in enumerate(event.get("messages") or []):
+                message = message or {}
+                latency = message.get("latency_breakdown") or {}
+                messages.append(
+                    {"run_id": run_id, "session_seq": seq, "seq": m_seq}
+                    | _columns(message, MESSAGE)
+                    | {f"latency_{k}": _expect("float", latency.get(k)) for k in LATENCY}
+                )
+                for c_seq, call in enumerate(message.get("tool_calls") or []):
+                    function = (call or {}).get("function") or {}
+                    calls.append(
+                        {"run_id": run_id, "session_seq": seq, "message_seq": m_seq, "seq": c_seq}
+                        | _columns(function, {"name": "text", "arguments": "text"})
+                    )
+            continue
         events.append({"run_id": run_id, "seq": seq, **_columns(event or {}, EVENT)})
         if event and event.get("intermediate") is not None:
             inter = _columns(event["intermediate"], INTERMEDIATE)
@@ -218,6 +280,9 @@ def _expected_tables(raw: bytes, fetched_at: datetime) -> dict[str, list[dict[st
         "versions": versions,
         "run_events": events,
         "event_intermediates": intermediates,
+        "run_sessions": sessions,
+        "session_messages": messages,
+        "message_tool_calls": calls,
         "run_issues": list(issues.values()),
         "run_payloads": [payload],
     }
@@ -234,7 +299,7 @@ async def test_what_is_read_back_is_every_field_of_the_payload(
 ) -> None:
     async with engine.begin() as conn:
         # run_events and event_intermediates have no foreign key: no cascade from runs.
-        for table in ("event_intermediates", "run_events", "runs", "versions"):
+        for table in (*CALL_TABLES, "event_intermediates", "run_events", "runs", "versions"):
             await conn.execute(text(f"DELETE FROM {table}"))
     raw = orjson.dumps(body)
     rows = normalize(raw, uuid.UUID(body["id"]), T0)
@@ -284,7 +349,8 @@ async def test_a_run_deleted_by_hand_without_its_children_can_be_ingested_again(
     await _store(engine, [_rows(body, T0)])
     async with engine.begin() as conn:
         await conn.execute(text("DELETE FROM runs"))  # cascades to issues and payloads only
-    assert len(await _table(engine, "run_events")) == 6
+    assert len(await _table(engine, "run_events")) == len(body["events"]) == 7  # 6 + its call
+    assert len(await _table(engine, "session_messages")) == 20
 
     body["events"] = body["events"][:4]
     stats = await _store(engine, [_rows(body, T0 + timedelta(minutes=1))])
@@ -341,23 +407,29 @@ async def test_within_one_batch_the_latest_fetch_of_a_run_wins(engine: AsyncEngi
     assert stored["runs"][0]["status"] == "completed" and len(stored["run_events"]) == 1
 
 
-async def test_fetching_keeps_what_discovery_wrote(engine: AsyncEngine) -> None:
+@pytest.mark.parametrize("fetched_completed_at", ["2025-06-01T00:04:00Z", None])
+async def test_fetching_keeps_what_discovery_wrote(
+    engine: AsyncEngine, fetched_completed_at: str | None
+) -> None:
+    """`data` stays the listing's; completed_at is the fetch's own, the listing's while NULL."""
     body = make_run_payload(random.Random(6), events=2)
+    body["completed_at"] = fetched_completed_at
     run_id = uuid.UUID(body["id"])
-    completed = T0 + timedelta(minutes=3)
+    listed_completed = T0 + timedelta(minutes=3)
     async with engine.begin() as conn:
         await conn.execute(
             tables.runs.insert().values(
                 id=run_id,
                 status="running",
-                completed_at=completed,
+                completed_at=listed_completed,
                 data={"lane": "A"},
                 listed_at=T0,
             )
         )
     await _store(engine, [_rows(body)])
     run = (await _table(engine, "runs"))[0]
-    assert (run["completed_at"], run["data"], run["listed_at"]) == (completed, {"lane": "A"}, T0)
+    expected = T0 + timedelta(minutes=4) if fetched_completed_at else listed_completed
+    assert (run["completed_at"], run["data"], run["listed_at"]) == (expected, {"lane": "A"}, T0)
     assert run["status"] == "completed" and run["fetched_at"] == T0
 
 
@@ -424,7 +496,8 @@ async def test_eight_concurrent_writers_sharing_versions_never_deadlock(
     assert results == [75] * 8
     stored = await _snapshot(engine)
     assert len(stored["runs"]) == 200 and len(stored["versions"]) == 6
-    assert len(stored["run_events"]) == 1000 and len(stored["run_issues"]) == 200
+    assert len(stored["run_events"]) == 200 * 6 and len(stored["run_issues"]) == 200
+    assert len(stored["run_sessions"]) == 200 and len(stored["session_messages"]) == 200 * 20
 
 
 # --- atomicity and odd payloads at the database -----------------------------------------------
