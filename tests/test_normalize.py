@@ -397,3 +397,171 @@ def test_rows_hold_their_json_text_at_its_own_size() -> None:
     rows = _normalize(_payload())
     values = [e.output for e in rows.events] + [i.data for i in rows.intermediates]
     assert all(v is not None and sys.getsizeof(v) < len(v) + 100 for v in values)
+
+
+# --- calls: session events, their messages and tool calls ---------------------------------------
+
+
+def _call_payload(**changes: Any) -> dict[str, Any]:
+    """One action event, then one call of 6 turns (events[1]); its first turn calls a tool."""
+    body = make_run_payload(random.Random(11), events=1, issues=0, sessions=1, messages=6)
+    first = body["events"][1]["messages"][0]
+    first["tool_calls"] = [{"function": {"name": "find_load", "arguments": '{"ref": "7"}'}}]
+    body["events"][1].update(changes)
+    return body
+
+
+def test_a_session_event_gives_its_call_messages_and_tool_calls() -> None:
+    body = _call_payload()
+    session = body["events"][1]
+    rows = _normalize(body)
+    assert rows.drift == []
+    # The event row stays, so seq is the position in `events` in both tables.
+    assert [(e.seq, e.type) for e in rows.events] == [(0, "action"), (1, "session")]
+    assert rows.events[1].output is None and rows.events[1].integration_name is None
+    [call] = rows.sessions
+    assert (call.seq, call.id, call.duration) == (1, session["id"], session["duration"])
+    assert call.timestamp == datetime.fromisoformat(session["timestamp"])
+    assert [(m.session_seq, m.seq) for m in rows.messages] == [(1, i) for i in range(6)]
+    first = rows.messages[0]
+    assert first.role == "assistant" and first.content == session["messages"][0]["content"]
+    assert first.latency_llm == session["messages"][0]["latency_breakdown"]["llm"]
+    assert _value(first.tool_calls) == session["messages"][0]["tool_calls"]
+    assert rows.messages[1].latency_llm is None  # a user turn: no breakdown
+    tool = rows.tool_calls[0]
+    assert (tool.session_seq, tool.message_seq, tool.seq, tool.name) == (1, 0, 0, "find_load")
+    assert rows.tool_calls[0].arguments == '{"ref": "7"}'
+
+
+def test_a_failed_call_has_its_sip_outcome_and_no_messages() -> None:
+    body = _call_payload(sip_code="486", sip_reason="Busy Here", duration=0, messages=[])
+    rows = _normalize(body)
+    [call] = rows.sessions
+    assert (call.sip_code, call.sip_reason, call.duration) == ("486", "Busy Here", 0.0)
+    assert rows.messages == [] and rows.tool_calls == [] and rows.drift == []
+
+
+def test_an_unknown_event_type_keeps_its_row_and_counts_as_drift() -> None:
+    body = _payload()
+    body["events"][1] = {"type": "sms", "timestamp": "2025-01-01T00:00:00Z", "to": "+1555"}
+    rows = _normalize(body)
+    assert [(e.seq, e.type) for e in rows.events] == [(0, "action"), (1, "sms"), (2, "action")]
+    assert rows.events[1].timestamp == datetime(2025, 1, 1, tzinfo=UTC)
+    assert rows.drift == [DriftNote("unknown_event_type", "events[].type='sms'")]
+    assert rows.sessions == [] and b'"to":"+1555"' in rows.payload.body
+
+
+@pytest.mark.parametrize("how", ["null", "missing"])
+def test_null_messages_tool_calls_and_latency_breakdown_are_just_absent(how: str) -> None:
+    body = _call_payload()
+    session = body["events"][1]
+    message = session["messages"][0]
+    for obj, key in ((message, "tool_calls"), (message, "latency_breakdown")):
+        if how == "null":
+            obj[key] = None
+        else:
+            del obj[key]
+    rows = _normalize(body)
+    assert rows.tool_calls == [] and rows.messages[0].tool_calls is None
+    assert rows.messages[0].latency_network is None and rows.messages[0].latency_tts is None
+    assert rows.drift == []
+    if how == "null":
+        session["messages"] = None
+    else:
+        del session["messages"]
+    rows = _normalize(body)
+    assert len(rows.sessions) == 1 and rows.messages == [] and rows.drift == []
+
+
+def test_a_new_role_is_stored_and_noted() -> None:
+    body = _call_payload()
+    body["events"][1]["messages"][2]["role"] = "supervisor"
+    rows = _normalize(body)
+    assert rows.messages[2].role == "supervisor"
+    assert rows.drift == [DriftNote("new_enum_value", "events[].messages[].role='supervisor'")]
+
+
+def test_a_session_id_that_is_not_a_uuid_is_kept_as_sent() -> None:
+    rows = _normalize(_call_payload(id="CA0123456789abcdef0123456789abcdef"))
+    assert rows.sessions[0].id == "CA0123456789abcdef0123456789abcdef" and rows.drift == []
+
+
+def test_retention_deleted_content_is_stored_as_the_platform_sends_it() -> None:
+    body = _call_payload()
+    for message in body["events"][1]["messages"]:
+        message.update(content="", tool_calls=None, data_deleted=True)
+    body["events"][0]["intermediate"].update(data={}, data_deleted=True)
+    rows = _normalize(body)
+    assert {(m.content, m.data_deleted, m.tool_calls) for m in rows.messages} == {("", True, None)}
+    assert rows.tool_calls == [] and rows.drift == []
+    assert (_value(rows.intermediates[0].data), rows.intermediates[0].data_deleted) == ({}, True)
+
+
+def test_odd_values_in_calls_are_converted_and_noted() -> None:
+    body = _call_payload(duration="187.4", sip_code=486)
+    message = body["events"][1]["messages"][0]
+    message["latency_breakdown"].update(llm="412.5", gpu=3)
+    message["is_filler"] = "true"
+    message["tool_calls"] = [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}},
+        None,
+        {"function": None},
+    ]
+    body["events"][1]["messages"][1] = None
+    rows = _normalize(body)
+    assert (rows.sessions[0].duration, rows.sessions[0].sip_code) == (187.4, "486")
+    first = rows.messages[0]
+    assert (first.latency_llm, first.is_filler) == (412.5, True)
+    assert [(t.seq, t.name, t.arguments) for t in rows.tool_calls] == [
+        (0, "f", '{"a":1}'),
+        (1, None, None),
+        (2, None, None),
+    ]
+    assert rows.messages[1].id is None and rows.messages[1].seq == 1  # a null turn keeps its slot
+    assert {(n.kind, n.detail) for n in rows.drift} == {
+        ("coerced_to_number", "events[].duration"),
+        ("coerced_to_text", "events[].sip_code"),
+        ("coerced_to_number", "events[].messages[].latency_breakdown.llm"),
+        ("unknown_field", "events[].messages[].latency_breakdown.gpu"),
+        ("coerced_to_boolean", "events[].messages[].is_filler"),
+        ("unknown_field", "events[].messages[].tool_calls[].id"),
+        ("unknown_field", "events[].messages[].tool_calls[].type"),
+        ("coerced_to_text", "events[].messages[].tool_calls[].function.arguments"),
+        ("null_tool_call", "events[1].messages[0].tool_calls[1]"),
+        ("null_message", "events[1].messages[1]"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"messages": {"0": {}}}, "events[1].messages is not an array: {'0': {}}"),
+        ({"messages": ["hello"]}, "events[1].messages[0] is not an object: 'hello'"),
+        ({"duration": "long"}, "events[1].duration is not a number: 'long'"),
+        ({"duration": True}, "events[1].duration is not a number: True"),
+    ],
+)
+def test_calls_of_the_wrong_shape_are_refused_with_their_path(
+    change: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(PayloadRejected) as refused:
+        _normalize(_call_payload(**change))
+    assert refused.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("place", "value", "reason"),
+    [
+        ("latency_breakdown", [1, 2], "latency_breakdown is not an object: [1, 2]"),
+        ("tool_calls", "find_load", "tool_calls is not an array: 'find_load'"),
+        ("id", "not-a-uuid", "id is not a UUID: 'not-a-uuid'"),
+    ],
+)
+def test_messages_of_the_wrong_shape_are_refused_with_their_path(
+    place: str, value: Any, reason: str
+) -> None:
+    body = _call_payload()
+    body["events"][1]["messages"][3][place] = value
+    with pytest.raises(PayloadRejected) as refused:
+        _normalize(body)
+    assert refused.value.reason == f"events[1].messages[3].{reason}"

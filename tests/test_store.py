@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import hashlib
 import random
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ingest.db import tables
+from ingest.db import migrate, tables
 from ingest.normalize import (
     EventRow,
     IntermediateRow,
@@ -539,6 +540,80 @@ async def test_an_empty_batch_is_a_no_op(engine: AsyncEngine) -> None:
     assert await _store(engine, []) == StoreStats(runs=0, rows=0, skipped_stale=0)
 
 
+# --- calls: the latest payload wins for sessions, messages and tool calls too -------------------
+
+
+def _call(body: dict[str, Any]) -> dict[str, Any]:
+    [session] = [e for e in body["events"] if e["type"] == "session"]
+    return session
+
+
+async def test_a_transcript_that_grew_leaves_exactly_the_latest_messages(
+    engine: AsyncEngine,
+) -> None:
+    body = make_run_payload(random.Random(30), events=4, issues=0, status="running", messages=12)
+    session = _call(body)
+    full = session["messages"]
+    session["messages"] = full[:5]
+    await _store(engine, [_rows(body, T0)])
+    assert len(await _table(engine, "session_messages")) == 5
+
+    # Later: the call went on, one early turn vanished upstream, a tool call was renamed.
+    session["messages"] = [m for i, m in enumerate(full) if i != 1]
+    later = copy.deepcopy(body)
+    turn = _call(later)["messages"][0]
+    turn["tool_calls"] = [{"function": {"name": "book_load", "arguments": "{}"}}]
+    later["status"] = "completed"
+    fetched = T0 + timedelta(minutes=2)
+    await _store(engine, [_rows(later, fetched)])
+
+    stored = await _snapshot(engine)
+    expected = _expected_tables(orjson.dumps(later), fetched)
+    for table in ("run_sessions", "session_messages", "message_tool_calls"):
+        assert stored[table] == _sorted(expected[table]), table
+    assert [m["id"] for m in sorted(stored["session_messages"], key=lambda m: m["seq"])] == [
+        uuid.UUID(m["id"]) for i, m in enumerate(full) if i != 1
+    ]
+    assert ("book_load", 0) in {(t["name"], t["message_seq"]) for t in stored["message_tool_calls"]}
+
+
+async def test_retention_deleted_content_is_mirrored_on_refetch(engine: AsyncEngine) -> None:
+    """The customer's retention is a privacy choice: what the platform deleted goes here too."""
+    body = make_run_payload(random.Random(31), events=3, issues=0)
+    await _store(engine, [_rows(body, T0)])
+    secret_turn = _call(body)["messages"][0]["content"]
+    assert secret_turn
+
+    expired = copy.deepcopy(body)
+    for message in _call(expired)["messages"]:
+        message.update(content="", tool_calls=None, data_deleted=True)
+    for event in expired["events"][:3]:
+        event["output"] = {}
+        event["intermediate"].update(data={}, data_deleted=True)
+    await _store(engine, [_rows(expired, T0 + timedelta(days=8))])
+
+    async with engine.connect() as conn:
+        leftovers = await conn.scalar(
+            text(
+                "SELECT count(*) FROM session_messages WHERE content <> '' OR NOT data_deleted"
+                " OR tool_calls IS NOT NULL"
+            )
+        )
+        tools = await conn.scalar(text("SELECT count(*) FROM message_tool_calls"))
+        kept = await conn.scalar(
+            text(
+                "SELECT count(*) FROM run_payloads"
+                " WHERE position(:s IN convert_from(body, 'UTF8')) > 0"
+            ),
+            {"s": secret_turn},
+        )
+        inters = (
+            await conn.execute(text("SELECT data, data_deleted FROM event_intermediates"))
+        ).all()
+    assert (leftovers, tools, kept) == (0, 0, 0)
+    assert inters == [({}, True)] * 3
+
+
 # --- reprocess ------------------------------------------------------------------------------------
 
 
@@ -599,3 +674,35 @@ async def test_a_batch_finds_rows_by_key_before_the_tables_are_ever_analyzed(
         )
         seq_scans = {row.relname: row.seq_scan for row in result}
     assert {table: seq_scans.get(table, 0) for table in ALL_TABLES} == dict.fromkeys(ALL_TABLES, 0)
+
+
+async def test_reprocess_fills_the_call_tables_from_payloads_stored_before_they_existed(
+    engine: AsyncEngine,
+) -> None:
+    """An existing deployment gets its history's calls without one API call."""
+    await migrate.downgrade(engine, "0002")
+    bodies = [make_run_payload(random.Random(40 + i), events=2, issues=1) for i in range(3)]
+    async with engine.begin() as conn:
+        # What the 0002 worker stored: the run and its raw body (calls only in the body).
+        for body in bodies:
+            await conn.execute(
+                text("INSERT INTO runs (id, status, fetched_at) VALUES (:id, 'completed', :t)"),
+                {"id": body["id"], "t": T0},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO run_payloads (run_id, body, sha256, fetched_at)"
+                    " VALUES (:id, :body, 'x', :t)"
+                ),
+                {"id": body["id"], "body": orjson.dumps(body), "t": T0},
+            )
+    await migrate.upgrade(engine)
+
+    result = await reprocess(engine)
+
+    assert (result.runs, result.refused) == (3, [])
+    stored = await _snapshot(engine)
+    for table in ("run_sessions", "session_messages", "message_tool_calls", "runs", "versions"):
+        expected = [row for b in bodies for row in _expected_tables(orjson.dumps(b), T0)[table]]
+        assert stored[table] == _sorted(expected), table
+    assert len(stored["session_messages"]) == 3 * 20
