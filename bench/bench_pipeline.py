@@ -39,10 +39,10 @@ from ingest.config import Secret, Settings
 from ingest.db import embedded, migrate
 from ingest.db.engine import create_engine, driver_connection
 from ingest.normalize import normalize
+from ingest.ops.summary import TABLES
 
 KEY = "bench-key"
 HR = [sys.executable, "-m", "ingest"]
-TABLES = ("runs", "versions", "run_events", "event_intermediates", "run_issues", "run_payloads")
 
 
 def start_simulator(runs: int, seed: int = 1) -> tuple[subprocess.Popen[str], str]:
@@ -235,7 +235,17 @@ async def copy_ceiling(url: str, base_url: str, ids: list[uuid.UUID], rounds: in
     now = datetime.now(UTC)
     normalized = [normalize(body, run_id, now) for run_id, body in bodies]
     # The store's own column lists and encoders, so the rows are exactly the ones it writes.
-    from ingest.store import _EVENTS, _INTERMEDIATES, _ISSUES, _PAYLOADS, _RUNS, _VERSIONS
+    from ingest.store import (
+        _EVENTS,
+        _INTERMEDIATES,
+        _ISSUES,
+        _MESSAGES,
+        _PAYLOADS,
+        _RUNS,
+        _SESSIONS,
+        _TOOL_CALLS,
+        _VERSIONS,
+    )
 
     versions = {r.version.id: r.version for r in normalized if r.version is not None}
     issues = {i.id: i for r in normalized for i in r.issues}
@@ -244,6 +254,9 @@ async def copy_ceiling(url: str, base_url: str, ids: list[uuid.UUID], rounds: in
         (_VERSIONS, list(versions.values())),
         (_EVENTS, [e for r in normalized for e in r.events]),
         (_INTERMEDIATES, [i for r in normalized for i in r.intermediates]),
+        (_SESSIONS, [c for r in normalized for c in r.sessions]),
+        (_MESSAGES, [m for r in normalized for m in r.messages]),
+        (_TOOL_CALLS, [t for r in normalized for t in r.tool_calls]),
         (_ISSUES, list(issues.values())),
         (_PAYLOADS, [r.payload for r in normalized]),
     ]

@@ -10,7 +10,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 if TYPE_CHECKING:
     from ingest.worker import WorkerStats
 
-TABLES = ("runs", "versions", "run_events", "event_intermediates", "run_issues", "run_payloads")
+TABLES = (
+    "runs",
+    "versions",
+    "run_events",
+    "event_intermediates",
+    "run_sessions",
+    "session_messages",
+    "message_tool_calls",
+    "run_issues",
+    "run_payloads",
+    "use_cases",
+    "usage",
+)
 
 EXAMPLE_QUERY = """\
 SELECT status, annotation, sum(runs) AS runs,
