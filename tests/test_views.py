@@ -1,8 +1,10 @@
-"""The BI views (migration 0002) against a small, hand-made set of rows with known figures."""
+"""The BI views (migrations 0002 and 0004) against a small, hand-made set of rows with known
+figures."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import uuid
 from decimal import Decimal
@@ -33,9 +35,11 @@ R1, R2, R3, R4, R5 = (_id(0xC0 + n) for n in range(1, 6))
 I1, I2, I3, I4 = (_id(0xD0 + n) for n in range(1, 5))
 
 VERSIONS = [
-    {"id": V1, "name": "Carrier sales", "version_number": 3},
-    {"id": V2, "name": "Carrier sales", "version_number": 4},
+    {"id": V1, "name": "Carrier sales", "version_number": 3, "environment": "production"},
+    {"id": V2, "name": "Carrier sales", "version_number": 4, "environment": "staging"},
 ]
+# U2 is not in use_cases: discover/sync has not refreshed the catalog since it appeared.
+USE_CASES = [(U1, "Inbound carrier sales")]
 
 # R4 was listed by discovery but not fetched: its version row does not exist yet, no events.
 RUNS = [
@@ -70,14 +74,56 @@ ISSUES = [
     (I4, R5, None, U1, "rejected", "high", "2026-03-01T16:00:00", "2026-03-02T16:00:00"),
 ]
 
+# Sessions (calls). Their own run_events rows (type 'session') are left out: the views read
+# sessions from run_sessions only, and the event figures above stay those of 0002's tests.
+# (run, seq, id, timestamp, duration, sip_code, sip_reason)
+SESSIONS = [
+    # R1 calls twice: a call with a transcript, then a callback its carrier reports as 200 OK.
+    (R1, 4, "call-1", "2026-03-01T10:00:05", 95.5, None, None),
+    (R1, 5, "call-2", "2026-03-01T10:01:50", 30.0, "200", "OK"),
+    # Busy: no transcript at all.
+    (R2, 2, "call-3", "2026-03-01T23:30:10", 0.0, "486", "Busy Here"),
+]
+STAGES = ("network", "initial_wait", "transcriber", "eos", "eos_wait", "llm", "tts")
+# Latency breakdowns (ms): every stage but llm and tts, which each turn sets: 200 ms.
+FULL = {"network": 20, "initial_wait": 10, "transcriber": 50, "eos": 100, "eos_wait": 20}
+# The greeting follows no user speech: no transcriber/eos stages. Turn: 420 ms.
+GREETING = {"network": 20, "initial_wait": 0, "llm": 300, "tts": 100}
+# All on March 1st: (run, session seq, seq, role, time, is_filler, is_interrupted,
+# is_natural_cut, latency)
+MESSAGES = [
+    (R1, 4, 0, "event", "10:00:05", None, None, None, None),
+    (R1, 4, 1, "assistant", "10:00:06.5", False, False, False, GREETING),
+    (R1, 4, 2, "user", "10:00:09", False, False, True, None),
+    # A filler: no LLM stage. Turn: 280 ms.
+    (R1, 4, 3, "assistant", "10:00:10", True, False, False, dict(FULL, tts=80)),
+    # Calls two tools. Turn: 800 ms.
+    (R1, 4, 4, "assistant", "10:00:11", False, False, False, dict(FULL, llm=500, tts=100)),
+    (R1, 4, 5, "tool", "10:00:11.5", None, None, None, None),
+    # Interrupted, and no breakdown at all: no turn latency (not 0).
+    (R1, 4, 6, "assistant", "10:00:13", False, True, False, None),
+    (R1, 4, 7, "user", "10:00:14", None, None, None, None),
+    # Calls one tool. Turn: 720 ms.
+    (R1, 4, 8, "assistant", "10:00:16", False, False, True, dict(FULL, llm=400, tts=120)),
+    # The callback's greeting. Turn: 340 ms.
+    (R1, 5, 0, "assistant", "10:01:52", False, False, False, {"llm": 250, "tts": 90}),
+    (R1, 5, 1, "user", "10:01:55", False, False, False, None),
+]
+# (run, session seq, message seq, seq, name, arguments)
+TOOL_CALLS = [
+    (R1, 4, 4, 0, "find_load", '{"reference": "L-1001"}'),
+    (R1, 4, 4, 1, "check_rate", '{"lane": "DAL-ATL", "rate": 2100}'),
+    (R1, 4, 8, 0, "find_load", '{"reference": "L-1002"}'),
+]
+
 
 async def _seed(engine: AsyncEngine) -> None:
     fetched = _t("2026-03-03T00:00:00")
     async with engine.begin() as conn:
         await conn.execute(
             text(
-                "INSERT INTO versions (id, name, version_number, use_case_id, fetched_at)"
-                " VALUES (:id, :name, :version_number, :u, :f)"
+                "INSERT INTO versions (id, name, version_number, environment, use_case_id,"
+                " fetched_at) VALUES (:id, :name, :version_number, :environment, :u, :f)"
             ),
             [dict(v, u=U1, f=fetched) for v in VERSIONS],
         )
@@ -122,6 +168,55 @@ async def _seed(engine: AsyncEngine) -> None:
             [
                 {"id": i, "r": r, "v": v, "u": u, "s": s, "p": p, "c": _t(c), "up": _t(up)}
                 for i, r, v, u, s, p, c, up in ISSUES
+            ],
+        )
+        await conn.execute(
+            text("INSERT INTO use_cases (id, name, refreshed_at) VALUES (:id, :name, :f)"),
+            [{"id": u, "name": n, "f": fetched} for u, n in USE_CASES],
+        )
+        await conn.execute(
+            text(
+                'INSERT INTO run_sessions (run_id, seq, id, "timestamp", duration, sip_code,'
+                " sip_reason) VALUES (:r, :seq, :id, :t, :d, :code, :reason)"
+            ),
+            [
+                {"r": r, "seq": q, "id": i, "t": _t(t), "d": d, "code": c, "reason": why}
+                for r, q, i, t, d, c, why in SESSIONS
+            ],
+        )
+        stages = ", ".join(f"latency_{s}" for s in STAGES)
+        await conn.execute(
+            text(
+                "INSERT INTO session_messages (run_id, session_seq, seq, id, role, content,"
+                f' "timestamp", is_filler, is_interrupted, is_natural_cut, {stages})'
+                " VALUES (:r, :ss, :seq, :id, :role, 'text', :t, :f, :i, :n, "
+                + ", ".join(f":{s}" for s in STAGES)
+                + ")"
+            ),
+            [
+                {
+                    "r": r,
+                    "ss": ss,
+                    "seq": q,
+                    "id": uuid.uuid4(),
+                    "role": role,
+                    "t": _t(f"2026-03-01T{t}"),
+                    "f": f,
+                    "i": i,
+                    "n": n,
+                    **{s: (lat or {}).get(s) for s in STAGES},
+                }
+                for r, ss, q, role, t, f, i, n, lat in MESSAGES
+            ],
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO message_tool_calls (run_id, session_seq, message_seq, seq, name,"
+                " arguments) VALUES (:r, :ss, :ms, :seq, :name, :a)"
+            ),
+            [
+                {"r": r, "ss": ss, "ms": ms, "seq": q, "name": n, "a": a}
+                for r, ss, ms, q, n, a in TOOL_CALLS
             ],
         )
 
@@ -357,6 +452,362 @@ async def test_bi_issues_joins_run_and_version_context_and_time_to_close(
     ]
 
 
+def _call(**figures: object) -> dict[str, object]:
+    """A bi_calls row of R1/R2 (use case U1): its run's context, then the given figures."""
+    return {
+        "org_id": None,
+        "use_case_id": U1,
+        "use_case_name": "Inbound carrier sales",
+        "run_status": "completed",
+        "run_annotation": "correct",
+        **figures,
+    }
+
+
+_NO_TURNS = dict.fromkeys(
+    (
+        "messages",
+        "assistant_turns",
+        "user_turns",
+        "tool_turns",
+        "event_turns",
+        "interruptions",
+        "fillers",
+        "natural_cuts",
+        "tool_calls",
+    ),
+    0,
+)
+
+
+async def test_bi_calls_has_one_row_per_session_with_turns_and_latencies(
+    seeded: AsyncEngine,
+) -> None:
+    rows = await _rows(seeded, "SELECT * FROM bi_calls ORDER BY run_id, session_seq")
+    # Percentiles interpolate in floating point: 489.99999999999994 for 490.
+    rounded = [{k: round(v, 9) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+    assert rounded == [
+        _call(
+            run_id=R1,
+            session_seq=4,
+            session_id="call-1",
+            version_id=V1,
+            version_name="Carrier sales",
+            version_number=3,
+            environment="production",
+            timestamp=_t("2026-03-01T10:00:05"),
+            duration=95.5,
+            connected=True,
+            sip_code=None,
+            sip_reason=None,
+            messages=9,
+            assistant_turns=5,
+            user_turns=2,
+            tool_turns=1,
+            event_turns=1,
+            interruptions=1,
+            fillers=1,
+            natural_cuts=2,
+            tool_calls=3,
+            time_to_first_word_s=1.5,
+            # llm 300, 500, 400 (the filler and the turn without breakdown have none).
+            latency_llm_p50=400.0,
+            latency_llm_p95=490.0,
+            # tts 100, 80, 100, 120.
+            latency_tts_p50=100.0,
+            latency_tts_p95=117.0,
+            # Turns 420, 280, 800, 720: the interrupted turn without breakdown is left
+            # out, the greeting's missing stages count 0.
+            latency_turn_p50=570.0,
+            latency_turn_p95=788.0,
+        ),
+        # SIP 200 OK: connected.
+        _call(
+            run_id=R1,
+            session_seq=5,
+            session_id="call-2",
+            version_id=V1,
+            version_name="Carrier sales",
+            version_number=3,
+            environment="production",
+            timestamp=_t("2026-03-01T10:01:50"),
+            duration=30.0,
+            connected=True,
+            sip_code="200",
+            sip_reason="OK",
+            **dict(_NO_TURNS, messages=2, assistant_turns=1, user_turns=1),
+            time_to_first_word_s=2.0,
+            latency_llm_p50=250.0,
+            latency_llm_p95=250.0,
+            latency_tts_p50=90.0,
+            latency_tts_p95=90.0,
+            latency_turn_p50=340.0,
+            latency_turn_p95=340.0,
+        ),
+        # Busy: not connected, no transcript, so no figures but zero counts.
+        _call(
+            run_id=R2,
+            session_seq=2,
+            session_id="call-3",
+            version_id=V2,
+            version_name="Carrier sales",
+            version_number=4,
+            environment="staging",
+            timestamp=_t("2026-03-01T23:30:10"),
+            duration=0.0,
+            connected=False,
+            sip_code="486",
+            sip_reason="Busy Here",
+            **_NO_TURNS,
+            time_to_first_word_s=None,
+            latency_llm_p50=None,
+            latency_llm_p95=None,
+            latency_tts_p50=None,
+            latency_tts_p95=None,
+            latency_turn_p50=None,
+            latency_turn_p95=None,
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sip_code", "connected"),
+    [(None, True), ("", True), ("200", True), (" 202 ", True), ("486", False), ("2000", False)],
+)
+async def test_bi_calls_connected_is_no_sip_code_or_a_2xx(
+    seeded: AsyncEngine, sip_code: str | None, connected: bool
+) -> None:
+    async with seeded.begin() as conn:
+        await conn.execute(
+            text("UPDATE run_sessions SET sip_code = :c WHERE run_id = :r"),
+            {"c": sip_code, "r": R2},
+        )
+    rows = await _rows(seeded, "SELECT connected FROM bi_calls WHERE run_id = :r", r=R2)
+    assert rows == [{"connected": connected}]
+
+
+async def test_bi_tool_calls_has_one_row_per_tool_call(seeded: AsyncEngine) -> None:
+    rows = await _rows(
+        seeded,
+        "SELECT * FROM bi_tool_calls ORDER BY run_id, session_seq, message_seq, tool_call_seq",
+    )
+    context = {
+        "run_id": R1,
+        "session_seq": 4,
+        "use_case_id": U1,
+        "use_case_name": "Inbound carrier sales",
+        "session_timestamp": _t("2026-03-01T10:00:05"),
+    }
+    assert rows == [
+        dict(
+            context,
+            message_seq=4,
+            tool_call_seq=0,
+            tool_name="find_load",
+            arguments='{"reference": "L-1001"}',
+            timestamp=_t("2026-03-01T10:00:11"),
+        ),
+        dict(
+            context,
+            message_seq=4,
+            tool_call_seq=1,
+            tool_name="check_rate",
+            arguments='{"lane": "DAL-ATL", "rate": 2100}',
+            timestamp=_t("2026-03-01T10:00:11"),
+        ),
+        dict(
+            context,
+            message_seq=8,
+            tool_call_seq=0,
+            tool_name="find_load",
+            arguments='{"reference": "L-1002"}',
+            timestamp=_t("2026-03-01T10:00:16"),
+        ),
+    ]
+
+
+async def test_run_views_carry_the_use_case_name_and_bi_runs_its_calls(
+    seeded: AsyncEngine,
+) -> None:
+    runs = await _rows(
+        seeded,
+        "SELECT run_id, use_case_name, session_count, call_duration, any_connected FROM bi_runs"
+        " ORDER BY run_id",
+    )
+    name = "Inbound carrier sales"
+    no_call = {"session_count": 0, "call_duration": None, "any_connected": None}
+    assert runs == [
+        {
+            "run_id": R1,
+            "use_case_name": name,
+            "session_count": 2,
+            "call_duration": 125.5,
+            "any_connected": True,
+        },
+        {
+            "run_id": R2,
+            "use_case_name": name,
+            "session_count": 1,
+            "call_duration": 0.0,
+            "any_connected": False,
+        },
+        {"run_id": R3, "use_case_name": name, **no_call},
+        # U2 is not in use_cases yet.
+        {"run_id": R4, "use_case_name": None, **no_call},
+        {"run_id": R5, "use_case_name": name, **no_call},
+    ]
+    daily = await _rows(
+        seeded,
+        "SELECT day, use_case_id, status, use_case_name FROM bi_daily_runs"
+        " ORDER BY day, use_case_id, status",
+    )
+    day1, day2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
+    assert daily == [
+        {"day": day1, "use_case_id": U1, "status": "completed", "use_case_name": name},
+        {"day": day1, "use_case_id": U2, "status": "running", "use_case_name": None},
+        {"day": day2, "use_case_id": U1, "status": "failed", "use_case_name": name},
+    ]
+    # I3 has no use case of its own: its run's names it.
+    issues = await _rows(seeded, "SELECT issue_id, use_case_name FROM bi_issues ORDER BY issue_id")
+    assert issues == [{"issue_id": i, "use_case_name": name} for i in (I1, I2, I3, I4)]
+
+
+async def test_calls_stay_when_their_use_case_is_not_in_the_catalog(seeded: AsyncEngine) -> None:
+    async with seeded.begin() as conn:
+        await conn.execute(text("DELETE FROM use_cases"))
+    calls = await _rows(seeded, "SELECT run_id, use_case_id, use_case_name FROM bi_calls")
+    assert sorted(calls, key=lambda r: r["run_id"]) == [
+        {"run_id": r, "use_case_id": U1, "use_case_name": None} for r in (R1, R1, R2)
+    ]
+    tools = await _rows(seeded, "SELECT use_case_name FROM bi_tool_calls")
+    assert tools == [{"use_case_name": None}] * 3
+
+
+async def _plan(engine: AsyncEngine, sql: str) -> list[dict[str, Any]]:
+    """The nodes of the executed plan of `sql` (EXPLAIN ANALYZE), flattened."""
+    async with engine.connect() as conn:
+        plan = (await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}"))).scalar_one()
+    nodes, todo = [], [plan[0]["Plan"]]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(node.get("Plans", []))
+    return nodes
+
+
+def _reads(nodes: list[dict[str, Any]], table: str) -> int:
+    """Rows the plan took from `table`, every loop counted."""
+    return sum(
+        round(n["Actual Rows"] * n["Actual Loops"])
+        for n in nodes
+        if n.get("Relation Name") == table
+    )
+
+
+async def test_bi_calls_filters_read_only_the_matching_sessions_messages(
+    engine: AsyncEngine,
+) -> None:
+    """3,000 calls of ten turns, one every 2 hours over 250 days, in 10 use cases."""
+    async with engine.begin() as conn:
+        for sql in (
+            "INSERT INTO use_cases (id, name, refreshed_at)"
+            " SELECT md5('uc' || g)::uuid, 'use case ' || g, now() FROM generate_series(0, 9) g",
+            'INSERT INTO runs (id, use_case_id, status, "timestamp")'
+            " SELECT md5('run' || g)::uuid, md5('uc' || g % 10)::uuid, 'completed',"
+            " '2026-01-01'::timestamptz + g * interval '2 hours' FROM generate_series(1, 3000) g",
+            'INSERT INTO run_sessions (run_id, seq, "timestamp", duration, sip_code)'
+            ' SELECT id, 1, "timestamp", 60, NULL FROM runs',
+            'INSERT INTO session_messages (run_id, session_seq, seq, role, "timestamp",'
+            " latency_llm, latency_tts)"
+            " SELECT s.run_id, 1, m, CASE WHEN m % 2 = 0 THEN 'assistant' ELSE 'user' END,"
+            " s.\"timestamp\" + m * interval '3 seconds', 300 + m, 90 + m"
+            " FROM run_sessions AS s, generate_series(0, 9) AS m",
+            "INSERT INTO message_tool_calls (run_id, session_seq, message_seq, seq, name)"
+            " SELECT run_id, 1, 2, 0, 'find_load' FROM run_sessions",
+            "ANALYZE",
+        ):
+            await conn.execute(text(sql))
+
+    # One run: through the primary keys, its ten messages only.
+    nodes = await _plan(engine, f"SELECT * FROM bi_calls WHERE run_id = '{_md5_uuid('run7')}'")
+    indexes = {n.get("Index Name") for n in nodes}
+    assert {"pk_run_sessions", "pk_session_messages", "pk_message_tool_calls"} <= indexes
+    assert _reads(nodes, "session_messages") == 10
+
+    # One day (12 calls): by the session timestamp index, then 12 x 10 messages.
+    day = "\"timestamp\" >= '2026-03-01' AND \"timestamp\" < '2026-03-02'"
+    nodes = await _plan(engine, f"SELECT * FROM bi_calls WHERE {day}")
+    assert "ix_run_sessions_timestamp" in {n.get("Index Name") for n in nodes}
+    assert _reads(nodes, "session_messages") == 120
+    big = {"run_sessions", "session_messages", "message_tool_calls"}
+    assert not [n for n in nodes if n.get("Relation Name") in big and n["Node Type"] == "Seq Scan"]
+
+    # One use case (300 calls): 3,000 messages, not the table's 30,000.
+    nodes = await _plan(engine, f"SELECT * FROM bi_calls WHERE use_case_id = '{_md5_uuid('uc3')}'")
+    assert _reads(nodes, "session_messages") == 3000
+    assert "Seq Scan" not in {
+        n["Node Type"] for n in nodes if n.get("Relation Name") == "session_messages"
+    }
+
+    # A connect-rate chart reads no transcript at all: the unused LATERAL joins are removed.
+    nodes = await _plan(
+        engine, f"SELECT count(*) FILTER (WHERE connected), count(*) FROM bi_calls WHERE {day}"
+    )
+    tables = {n.get("Relation Name") for n in nodes} - {None}
+    assert tables == {"run_sessions"}
+
+    # bi_daily_runs does not read sessions (nor bi_runs when asked for no call figure).
+    nodes = await _plan(engine, "SELECT * FROM bi_daily_runs")
+    assert "run_sessions" not in {n.get("Relation Name") for n in nodes}
+
+
+def _md5_uuid(s: str) -> uuid.UUID:
+    """PostgreSQL's md5(s)::uuid."""
+    return uuid.UUID(hashlib.md5(s.encode()).hexdigest())
+
+
+async def _view_definitions(engine: AsyncEngine, schema: str) -> dict[str, str]:
+    rows = await _rows(
+        engine,
+        "SELECT table_name, view_definition FROM information_schema.views WHERE table_schema = :s",
+        s=schema,
+    )
+    return {r["table_name"]: r["view_definition"] for r in rows}
+
+
+_RUN_FIGURES = (
+    "SELECT run_id, use_case_id, version_name, status, event_count, issue_count, duration_s"
+    " FROM bi_runs ORDER BY run_id"
+)
+
+
+async def test_downgrade_restores_0002_views_on_a_populated_schema_and_upgrade_again(
+    seeded: AsyncEngine, settings: Settings
+) -> None:
+    runs = await _rows(seeded, _RUN_FIGURES)
+    calls = await _rows(seeded, "SELECT * FROM bi_calls ORDER BY run_id, session_seq")
+    assert len(runs) == 5 and len(calls) == 3
+
+    # Down to 0003: the views are 0002's again, the sessions are still in their tables.
+    await migrate.downgrade(seeded, "0003")
+    restored = await _view_definitions(seeded, settings.db_schema)
+    assert sorted(restored) == ["bi_daily_runs", "bi_issues", "bi_runs"]
+    assert await _rows(seeded, _RUN_FIGURES) == runs
+    await migrate.upgrade(seeded)
+    assert await _rows(seeded, "SELECT * FROM bi_calls ORDER BY run_id, session_seq") == calls
+
+    # What 0002 itself creates, for comparison: down to 0001 (drops the views, and 0003's
+    # tables with the sessions), then up to 0002.
+    await migrate.downgrade(seeded, "0001")
+    await migrate.upgrade(seeded, "0002")
+    assert await _view_definitions(seeded, settings.db_schema) == restored
+
+    await migrate.upgrade(seeded)
+    assert await _rows(seeded, _RUN_FIGURES) == runs
+    assert await _rows(seeded, "SELECT * FROM bi_calls") == []
+    assert await migrate.drift(seeded) == []
+
+
 async def test_views_follow_reingest_of_a_run(seeded: AsyncEngine) -> None:
     """Plain views: a run re-ingested with fewer events and no issues shows at once."""
     async with seeded.begin() as conn:
@@ -372,6 +823,37 @@ async def test_views_follow_reingest_of_a_run(seeded: AsyncEngine) -> None:
     assert [r["issue_id"] for r in issues] == [I3, I4]
 
 
+async def test_call_views_follow_reingest_of_a_run(seeded: AsyncEngine) -> None:
+    """R1 re-ingested: its callback is gone and its first call kept only the greeting."""
+    async with seeded.begin() as conn:
+        for table, seq in (
+            ("message_tool_calls", "session_seq"),
+            ("session_messages", "session_seq"),
+            ("run_sessions", "seq"),
+        ):
+            await conn.execute(
+                text(f"DELETE FROM {table} WHERE run_id = :r AND {seq} = 5"), {"r": R1}
+            )
+        await conn.execute(text("DELETE FROM message_tool_calls WHERE run_id = :r"), {"r": R1})
+        await conn.execute(
+            text("DELETE FROM session_messages WHERE run_id = :r AND seq > 1"), {"r": R1}
+        )
+    calls = await _rows(
+        seeded,
+        "SELECT session_seq, messages, tool_calls, latency_turn_p95 FROM bi_calls"
+        " WHERE run_id = :r",
+        r=R1,
+    )
+    assert calls == [{"session_seq": 4, "messages": 2, "tool_calls": 0, "latency_turn_p95": 420.0}]
+    runs = await _rows(
+        seeded,
+        "SELECT session_count, call_duration, any_connected FROM bi_runs WHERE run_id = :r",
+        r=R1,
+    )
+    assert runs == [{"session_count": 1, "call_duration": 95.5, "any_connected": True}]
+    assert await _rows(seeded, "SELECT run_id FROM bi_tool_calls") == []
+
+
 async def test_views_live_in_the_configured_schema_and_downgrade_drops_them(
     engine: AsyncEngine, settings: Settings
 ) -> None:
@@ -379,7 +861,7 @@ async def test_views_live_in_the_configured_schema_and_downgrade_drops_them(
         "SELECT table_name FROM information_schema.views"
         " WHERE table_schema = :s ORDER BY table_name"
     )
-    names = ["bi_daily_runs", "bi_issues", "bi_runs"]
+    names = ["bi_calls", "bi_daily_runs", "bi_issues", "bi_runs", "bi_tool_calls"]
     assert [r["table_name"] for r in await _rows(engine, sql, s=settings.db_schema)] == names
     await migrate.downgrade(engine, "0001")
     assert await _rows(engine, sql, s=settings.db_schema) == []
