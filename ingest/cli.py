@@ -141,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # `--rate-limit R` is the shared configuration flag; for `simulate` it is the limit the
     # simulator enforces (429 above R requests/s), taken from the command line only.
-    sim = command("simulate", "serve a HappyRobot API simulator (both endpoints)", _simulate)
+    sim = command(
+        "simulate",
+        "serve a HappyRobot API simulator (GET /runs, /runs/{id}, /use-cases, /usage, /issues)",
+        _simulate,
+    )
     sim.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
     sim.add_argument("--runs", type=int, default=1000, help="synthetic runs (default 1000)")
     sim.add_argument("--latency", type=float, default=0.0, metavar="MS", help="mean, jittered")
