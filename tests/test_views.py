@@ -881,7 +881,7 @@ def _readme_dashboard_queries() -> list[str]:
 async def test_readme_dashboard_queries_run_and_give_the_known_figures(
     seeded: AsyncEngine,
 ) -> None:
-    daily, per_version = _readme_dashboard_queries()
+    daily, per_version, _, _ = _readme_dashboard_queries()
     assert await _rows(seeded, daily) == [
         {
             "day": dt.date(2026, 3, 1),
@@ -915,5 +915,37 @@ async def test_readme_dashboard_queries_run_and_give_the_known_figures(
             "open_issues": 1,
             "settled_issues": 2,
             "median_hours_to_settle": Decimal("13.25"),
+        },
+    ]
+
+
+async def test_readme_call_dashboard_queries_run_and_give_the_known_figures(
+    seeded: AsyncEngine,
+) -> None:
+    _, _, per_day, tools = _readme_dashboard_queries()
+    # R1's two calls and R2's busy one (23:30 UTC: still March 1st). First words after 1.5 s
+    # and 2 s; the calls' LLM p95: 490 and 250 ms (the busy call has none).
+    assert await _rows(seeded, per_day) == [
+        {
+            "day": dt.date(2026, 3, 1),
+            "use_case_name": "Inbound carrier sales",
+            "calls": 3,
+            "pct_connected": Decimal("66.7"),
+            "median_first_word_s": Decimal("1.75"),
+            "typical_call_llm_p95_ms": Decimal("370"),
+        }
+    ]
+    assert await _rows(seeded, tools) == [
+        {
+            "use_case_name": "Inbound carrier sales",
+            "tool_name": "find_load",
+            "tool_calls": 2,
+            "calls_using_it": 1,
+        },
+        {
+            "use_case_name": "Inbound carrier sales",
+            "tool_name": "check_rate",
+            "tool_calls": 1,
+            "calls_using_it": 1,
         },
     ]
