@@ -1,4 +1,6 @@
-"""The simulated HappyRobot API over real HTTP: auth, both endpoints, latency, faults, a 429 limit.
+"""The simulated HappyRobot API over real HTTP: auth, its endpoints, latency, faults, a 429 limit.
+
+Endpoints: GET /runs/{id}, GET /runs, GET /use-cases, GET /usage and GET /issues.
 
 Handlers stay minimal because the simulator shares a 2-core machine with the pipeline it
 feeds at 800 runs/s: bodies come pre-rendered from `RunSet`, there is no middleware and no
@@ -17,6 +19,7 @@ import signal
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -99,6 +102,7 @@ class Simulator:
         now: datetime | None = None,
         history: timedelta = timedelta(days=7),
         prerender: bool = False,
+        webhook_secret: str | None = None,
     ) -> None:
         if not 0.0 <= error_rate <= 1.0:
             raise ValueError("error_rate must be within [0, 1]")
@@ -112,7 +116,8 @@ class Simulator:
         self._auth = f"Bearer {api_key}"
         self._host, self._port = host, port
         now = now or datetime.now(UTC).replace(microsecond=0)
-        self.runs = RunSet(seed, now)
+        # webhook_secret: what the use cases' webhooks authenticate with (None: from the seed).
+        self.runs = RunSet(seed, now, webhook_secret)
         self.runs.add(runs, start=now - history, end=now)
         self.org_id = uuid.UUID(self.runs.org_id)
         # Separate streams, so turning faults on does not change latencies, and vice versa.
@@ -139,6 +144,9 @@ class Simulator:
         app = web.Application()
         app.router.add_get(f"{API_PREFIX}/runs", self._list_runs)
         app.router.add_get(f"{API_PREFIX}/runs/{{run_id}}", self._get_run)
+        app.router.add_get(f"{API_PREFIX}/use-cases", self._list_use_cases)
+        app.router.add_get(f"{API_PREFIX}/usage", self._list_usage)
+        app.router.add_get(f"{API_PREFIX}/issues", self._list_issues)
         # handler_cancellation: a client that timed out on a stall frees the handler at once.
         self._runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
@@ -214,6 +222,10 @@ class Simulator:
         """Successful fetches of a known run so far."""
         return self.runs.by_key[_key(run_id)].fetches
 
+    def expire_content(self, run_id: uuid.UUID | str) -> None:
+        """Later fetches of this run show its content deleted, as retention leaves it."""
+        self.runs.expire(self.runs.by_key[_key(run_id)])
+
     # -- handlers ------------------------------------------------------------------------------
 
     async def _get_run(self, request: web.Request) -> web.StreamResponse:
@@ -244,6 +256,25 @@ class Simulator:
         return self._reply(200, self.runs.fetch(run))
 
     async def _list_runs(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, lambda q: _json(self.runs.query(**_list_params(q))))
+
+    async def _list_use_cases(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, lambda _: self.runs.use_cases_body())
+
+    async def _list_usage(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, lambda q: _json(self.runs.usage(*_usage_window(q))))
+
+    async def _list_issues(self, request: web.Request) -> web.StreamResponse:
+        def build(query: Any) -> bytes:
+            use_case_id, run_id = _uuid_param(query, "use_case_id"), _uuid_param(query, "run_id")
+            return _json(self.runs.issues(use_case_id=use_case_id, run_id=run_id))
+
+        return await self._serve(request, build)
+
+    async def _serve(
+        self, request: web.Request, build: Callable[[Any], bytes]
+    ) -> web.StreamResponse:
+        """A listing endpoint: admission, latency, its body from the query, then any fault."""
         denied = self._admit(request)
         if denied is not None:
             return denied
@@ -251,11 +282,10 @@ class Simulator:
             await self._sleep_latency()
         fault = self._random_fault()
         try:
-            params = _list_params(request.query)
+            body = build(request.query)
         except ValueError as exc:
-            return self._reply(400, orjson.dumps({"message": str(exc)}))
-        page = self.runs.query(**params)
-        body = orjson.dumps(page, option=orjson.OPT_UTC_Z)
+            status = exc.status if isinstance(exc, _Unprocessable) else 400
+            return self._reply(status, orjson.dumps({"message": str(exc)}))
         if fault is not None:
             return await self._fault(request, fault, body)
         return self._reply(200, body)
@@ -322,6 +352,47 @@ def _key(run_id: uuid.UUID | str) -> str:
     return str(uuid.UUID(str(run_id)))
 
 
+def _json(items: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps(items, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
+
+
+class _Unprocessable(ValueError):
+    """A parameter of the wrong type: 422, as the API's validation layer answers it."""
+
+    status = 422
+
+
+def _uuid_param(query: Any, name: str) -> str | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise _Unprocessable(f"{name} must be a UUID") from None
+
+
+def _moment(query: Any, name: str) -> datetime | None:
+    """An ISO 8601 date-time parameter (naive: UTC); ValueError when it is not one."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an ISO 8601 date-time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _usage_window(query: Any) -> tuple[datetime, datetime]:
+    start, end = _moment(query, "start"), _moment(query, "end")
+    if start is None or end is None:
+        raise _Unprocessable("start and end are required")
+    if end < start:
+        raise ValueError("end must not be before start")
+    return start, end
+
+
 def _list_params(query: Any) -> dict[str, Any]:
     """GET /runs query parameters, validated as the API documents them (ValueError if not)."""
 
@@ -335,16 +406,6 @@ def _list_params(query: Any) -> dict[str, Any]:
             raise ValueError(f"{name} must be between {low} and {high}")
         return value
 
-    def moment(name: str) -> datetime | None:
-        raw = query.get(name)
-        if raw is None:
-            return None
-        try:
-            value = datetime.fromisoformat(raw)
-        except ValueError:
-            raise ValueError(f"{name} must be an ISO 8601 date-time") from None
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-
     status = query.get("status")
     if status is not None and status not in RUN_STATUSES:
         raise ValueError(f"status must be one of {', '.join(RUN_STATUSES)}")
@@ -357,10 +418,10 @@ def _list_params(query: Any) -> dict[str, Any]:
         "offset": number("offset", 0, 0, 2**31),
         "use_case_id": None if use_case is None else use_case.lower(),
         "status": status,
-        "start": moment("start"),
-        "end": moment("end"),
-        "completed_start": moment("completed_start"),
-        "completed_end": moment("completed_end"),
+        "start": _moment(query, "start"),
+        "end": _moment(query, "end"),
+        "completed_start": _moment(query, "completed_start"),
+        "completed_end": _moment(query, "completed_end"),
         "descending": sort == "desc",
     }
 

@@ -1,11 +1,12 @@
 """Deterministic synthetic runs, shaped like the HappyRobot API's, rendered to bytes once.
 
 Everything derives from one seed: the use cases and their version pools, every run's id,
-status and timeline, and (lazily, from a per-run seed) its events and issues. A run's body is
-rendered on its first fetch and cached; it is re-rendered only when the run progresses
-(scheduled -> running -> finished -> reviewed), which happens on each later successful fetch.
-Times are relative to `now` (the wall clock unless pinned), so `discover --since` windows
-work; pin `now` too for byte-identical output across processes.
+status and timeline, and (lazily, from a per-run seed) its sessions, events and issues. A
+run's body is rendered on its first fetch and cached; it is re-rendered only when the run
+progresses (scheduled -> running -> finished -> reviewed), which happens on each later
+successful fetch, or when its content expires. Times are relative to `now` (the wall clock
+unless pinned), so `discover --since` windows work; pin `now` too for byte-identical output
+across processes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+
+from ingest.simulator import catalog
+from ingest.simulator.sessions import (
+    SessionPlan,
+    expire_session,
+    new_uuid,
+    plan_sessions,
+    session_event,
+)
 
 RUN_STATUSES = ("scheduled", "running", "completed", "canceled", "failed")
 TERMINAL_STATUSES = ("completed", "canceled", "failed")
@@ -62,16 +72,9 @@ _WORDS = [
     "driver",
 ]
 _JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
-
-
-_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_V4_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-def _uuid(rng: random.Random) -> str:
-    """A random version-4 UUID as text (uuid.UUID objects cost a third of rendering time)."""
-    h = f"{rng.getrandbits(128) & _V4_CLEAR | _V4_SET:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+# Issues come from a stream of their own, so GET /issues lists them without rendering events.
+_ISSUE_SALT = 0x1550E5
+_uuid = new_uuid
 
 
 # Text comes from a fixed pool: drawing words one by one made rendering cost ~1 ms per run,
@@ -91,6 +94,25 @@ class UseCase:
     id: str
     org_id: str
     versions: list[dict[str, Any]]
+    details: dict[str, Any] = field(default_factory=dict)  # the rest of its GET /use-cases item
+
+    @property
+    def retention(self) -> timedelta | None:
+        """How long the platform keeps its runs' content; None: forever."""
+        days = self.details.get("data_retention_days")
+        return None if days is None else timedelta(days=days)
+
+    def item(self) -> dict[str, Any]:
+        """Its GET /use-cases item."""
+        d = self.details
+        return {
+            "id": self.id,
+            "org_id": self.org_id,
+            **{k: d[k] for k in ("icon", "name", "slug", "order")},
+            "source_use_case_version_id": self.versions[-1]["id"],
+            **{k: d[k] for k in ("run_columns", "timestamp", "data_retention_days", "webhooks")},
+            "versions": self.versions,
+        }
 
 
 @dataclass
@@ -110,6 +132,19 @@ class SimRun:
     data: dict[str, Any]
     fetches: int = 0
     body: bytes | None = None  # cache for `stage`; None: render on next fetch
+    expired: bool = False  # content deleted early (see RunSet.expire)
+    _plans: tuple[tuple[datetime, float], list[SessionPlan]] | None = None
+
+    def sessions(self) -> list[SessionPlan]:
+        """Its calls and chats, as the finished run shows them.
+
+        Cached, and planned again when a test moves the run's timeline.
+        """
+        key = (self.timestamp, self.duration_s)
+        if self._plans is None or self._plans[0] != key:
+            plans = plan_sessions(self.seed, self.n_events, self.timestamp, self.duration_s)
+            self._plans = (key, plans)
+        return self._plans[1]
 
     @property
     def status(self) -> str:
@@ -134,6 +169,7 @@ class RunSet:
 
     seed: int
     now: datetime
+    webhook_secret: str | None = None  # None: one drawn from the seed
     org_id: str = field(init=False)
     use_cases: list[UseCase] = field(init=False)
     by_key: dict[str, SimRun] = field(init=False, default_factory=dict)
@@ -143,9 +179,14 @@ class RunSet:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self.org_id = _uuid(self._rng)
-        self.use_cases = [self._use_case() for _ in range(_USE_CASES)]
+        # Catalog details draw from their own stream: the main one stays today's run stream.
+        details = random.Random(f"catalog-{self.seed}")
+        if self.webhook_secret is None:
+            self.webhook_secret = f"whsec_{details.getrandbits(160):040x}"
+        self.use_cases = [self._use_case(i, details) for i in range(_USE_CASES)]
+        self._use_cases_body: bytes | None = None
 
-    def _use_case(self) -> UseCase:
+    def _use_case(self, index: int, details: random.Random) -> UseCase:
         rng, uc_id = self._rng, _uuid(self._rng)
         author = _uuid(rng)
         versions: list[dict[str, Any]] = []
@@ -163,6 +204,10 @@ class RunSet:
                     "name": f"Version {n}",
                     "is_published": published,
                     "is_live": n == _VERSIONS_PER_USE_CASE,
+                    # Drafts tried out before going live; the live one is production.
+                    "environment": "staging"
+                    if n < _VERSIONS_PER_USE_CASE and details.random() < 0.25
+                    else "production",
                     "source_version_id": versions[-1]["id"] if versions else None,
                     "timestamp": created,
                     "published_at": created + timedelta(hours=2) if published else None,
@@ -171,7 +216,9 @@ class RunSet:
                     "created_by": author,
                 }
             )
-        return UseCase(uc_id, self.org_id, versions)
+        assert self.webhook_secret is not None
+        info = catalog.details(index, details, self.now, self.webhook_secret)
+        return UseCase(uc_id, self.org_id, versions, info)
 
     def add(self, n: int, *, start: datetime, end: datetime) -> list[SimRun]:
         """n new runs with timestamps spread over [start, end]."""
@@ -218,8 +265,50 @@ class RunSet:
     def body(self, run: SimRun) -> bytes:
         """The body at the run's current stage, without moving it on."""
         if run.body is None:
-            run.body = orjson.dumps(render_run(run), option=_JSON)
+            run.body = orjson.dumps(render_run(run, expired=self.is_expired(run)), option=_JSON)
         return run.body
+
+    def is_expired(self, run: SimRun) -> bool:
+        """Whether the platform has deleted the run's content: by hand, or by retention."""
+        retention = run.use_case.retention
+        return run.expired or (retention is not None and run.timestamp < self.now - retention)
+
+    def expire(self, run: SimRun) -> None:
+        """From now on the run's content is deleted, as retention does on the platform."""
+        run.expired = True
+        run.body = None
+
+    def use_cases_body(self) -> bytes:
+        """GET /use-cases, rendered once: the catalog does not change while serving."""
+        if self._use_cases_body is None:
+            items = [uc.item() for uc in self.use_cases]
+            self._use_cases_body = orjson.dumps(items, option=_JSON)
+        return self._use_cases_body
+
+    def issues(self, *, use_case_id: str | None, run_id: str | None) -> list[dict[str, Any]]:
+        """GET /issues: the issues of finished runs, oldest run first."""
+        if run_id is not None:
+            run = self.by_key.get(run_id)
+            runs = [] if run is None else [run]
+        else:
+            runs = [self.by_key[key] for _, key in self._order]
+        return [
+            issue
+            for run in runs
+            if run.stage >= FINISHED and use_case_id in (None, run.use_case.id)
+            for issue in _issues(run)
+        ]
+
+    def usage(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """GET /usage: the sessions of finished runs (billed once a call is over), per day."""
+        sessions = (
+            (run.use_case.id, plan.start, plan.duration)
+            for run in self.by_key.values()
+            if run.stage >= FINISHED
+            for plan in run.sessions()
+        )
+        use_case_ids = [uc.id for uc in self.use_cases]
+        return catalog.usage_rows(self.org_id, sessions, use_case_ids, start, end)
 
     def fetch(self, run: SimRun) -> bytes:
         """The body for this successful fetch; the run then moves on a stage for the next one."""
@@ -284,26 +373,37 @@ def _run_fields(run: SimRun) -> dict[str, Any]:
         "status": run.status,
         "annotation": run.annotation,
         "timestamp": run.timestamp,
+        "completed_at": run.completed_at,
     }
 
 
 def list_item(run: SimRun) -> dict[str, Any]:
-    # Only GET /runs gives these two.
-    return {**_run_fields(run), "completed_at": run.completed_at, "data": run.data}
+    # Only GET /runs gives the run-table variables.
+    return {**_run_fields(run), "data": run.data}
 
 
-def render_run(run: SimRun) -> dict[str, Any]:
-    """The GET /runs/{id} body at the run's current stage (deterministic from run.seed)."""
+def render_run(run: SimRun, *, expired: bool = False) -> dict[str, Any]:
+    """The GET /runs/{id} body at the run's current stage (deterministic from run.seed).
+
+    `expired`: as the platform shows it once retention deleted its content.
+    """
     rng = random.Random(run.seed)
+    plans = run.sessions()
+    cut = _running_cut(run, plans)
     # Draw every event even when only a prefix is visible: a run's first events never change.
-    events = [_event(rng, run, seq) for seq in range(run.n_events)]
-    visible = {SCHEDULED: 0, RUNNING: run.n_events // 2}.get(run.stage, run.n_events)
+    by_seq = {plan.seq: plan for plan in plans}
+    events = [
+        session_event(rng, by_seq[seq], cut) if seq in by_seq else _event(rng, run, seq, plans)
+        for seq in range(run.n_events)
+    ]
     body: dict[str, Any] = {
         **_run_fields(run),
-        "events": events[:visible],
-        "issues": _issues(rng, run) if run.stage >= FINISHED else [],
+        "events": events[: _visible(run, events, cut)],
+        "issues": _issues(run) if run.stage >= FINISHED else [],
         "version": run.version,
     }
+    if expired:
+        _expire(body["events"])
     # Real payloads drop optional fields now and then; normalisation must cope.
     if run.seed % 23 == 0:
         del body["annotation"]
@@ -312,10 +412,52 @@ def render_run(run: SimRun) -> dict[str, Any]:
     return body
 
 
-def _event(rng: random.Random, run: SimRun, seq: int) -> dict[str, Any]:
+def _running_cut(run: SimRun, plans: list[SessionPlan]) -> datetime | None:
+    """The moment a running run is seen at: halfway through its first call (None otherwise)."""
+    if run.stage != RUNNING or not plans:
+        return None
+    return plans[0].start + timedelta(seconds=plans[0].duration / 2)
+
+
+def _visible(run: SimRun, events: list[dict[str, Any]], cut: datetime | None) -> int:
+    """How many of the drawn events the run shows at its stage."""
+    if run.stage == SCHEDULED:
+        return 0
+    if run.stage > RUNNING:
+        return len(events)
+    if cut is None:
+        return run.n_events // 2
+    return bisect.bisect_right([e["timestamp"] for e in events], cut)
+
+
+def _expire(events: list[dict[str, Any]]) -> None:
+    """Retention's view: outputs, intermediate data and transcripts emptied, marked deleted."""
+    for event in events:
+        if event["type"] == "session":
+            expire_session(event)
+            continue
+        event["output"] = {}
+        intermediate = event.get("intermediate")
+        if intermediate:
+            intermediate["data"] = {}
+            intermediate["data_deleted"] = True
+
+
+def _session_id(rng: random.Random, plans: list[SessionPlan], at: datetime) -> str:
+    """The session an action belongs to: the last call started by then, else the first one."""
+    current = None
+    for plan in plans:
+        if plan.start <= at or current is None:
+            current = plan
+    if current is None:
+        return _uuid(rng)
+    return current.message_session_id or current.chat_session_id or _uuid(rng)
+
+
+def _event(rng: random.Random, run: SimRun, seq: int, plans: list[SessionPlan]) -> dict[str, Any]:
     at = run.timestamp + timedelta(seconds=run.duration_s * (seq + rng.random()) / run.n_events)
     event: dict[str, Any] = {
-        "type": "action" if rng.random() < 0.85 else "message",
+        "type": "action",
         "timestamp": at,
         "integration_name": rng.choice(_INTEGRATIONS),
         "event_name": rng.choice(_EVENT_NAMES),
@@ -334,7 +476,7 @@ def _event(rng: random.Random, run: SimRun, seq: int) -> dict[str, Any]:
             "run_id": run.id,
             "node_id": _uuid(rng),
             "event_id": _uuid(rng),
-            "session_id": _uuid(rng),
+            "session_id": _session_id(rng, plans, at),
             "name": rng.choice(_EVENT_NAMES),
             "data": {
                 "prompt": _sentence(rng, rng.randint(10, 60)),
@@ -343,6 +485,7 @@ def _event(rng: random.Random, run: SimRun, seq: int) -> dict[str, Any]:
             },
             "error": "upstream timeout" if rng.random() < 0.03 else None,
             "timestamp": at,
+            "data_deleted": False,
         }
     elif roll < 0.92:
         del event["intermediate"]
@@ -351,7 +494,8 @@ def _event(rng: random.Random, run: SimRun, seq: int) -> dict[str, Any]:
     return event
 
 
-def _issues(rng: random.Random, run: SimRun) -> list[dict[str, Any]]:
+def _issues(run: SimRun) -> list[dict[str, Any]]:
+    rng = random.Random(run.seed ^ _ISSUE_SALT)
     issues = []
     for _ in range(rng.choice((0, 0, 0, 1, 1, 2, 3, 4))):
         created = run.timestamp + timedelta(seconds=run.duration_s + rng.uniform(60, 7200))
