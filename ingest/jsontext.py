@@ -103,7 +103,8 @@ def _recover(body: bytes, exc: orjson.JSONDecodeError) -> Any:
     try:
         value = _deeply(_DECODER.decode)(text)
     except json.JSONDecodeError as bad:
-        raise JsonError(f"invalid JSON: {bad.msg} at byte {_byte(text, bad.pos)}") from None
+        problem = bad.msg.removesuffix(" at")  # "Invalid control character at"
+        raise JsonError(f"invalid JSON: {problem} at byte {_byte(text, bad.pos)}") from None
     except _Refused as bad:
         raise JsonError(f"invalid JSON: {bad.problem} at byte {_find(body, bad.token)}") from None
     except RecursionError:
