@@ -30,6 +30,7 @@ from ingest.api.client import ApiClient
 from ingest.api.errors import (
     ApiError,
     AuthError,
+    InvalidBody,
     InvalidRunId,
     PermanentError,
     RetryableError,
@@ -352,6 +353,10 @@ class Worker:
             await self._retry_db(lambda: self._release([claim.run_id]), attempts=3)
             self.stop()
             return None
+        except InvalidBody as exc:
+            # A payload fault, worded and dead-lettered as normalize's refusals are.
+            reason = f"payload rejected: {exc.reason}"
+            return _Failed(claim, reason, True, None, exc.status, exc.body)
         except PermanentError as exc:
             return _Failed(claim, _api_reason(exc), True, None, exc.status, exc.body)
         except RetryableError as exc:

@@ -3,6 +3,7 @@ and the API key never showing in any error or log output."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -26,6 +27,7 @@ from ingest.api import (
     RetryableError,
     parse_retry_after,
 )
+from ingest.api.errors import InvalidBody
 from ingest.config import Secret, Settings
 from ingest.logs import configure_logging, get_logger
 from ingest.simulator import Simulator
@@ -140,7 +142,7 @@ async def test_5xx_that_persists_is_retryable_after_a_few_tries(
     assert sim.stats.total_requests == before + 3  # 1 + in_claim_retries
 
 
-@pytest.mark.parametrize("fault", ["timeout", "reset", "truncate", "500"])
+@pytest.mark.parametrize("fault", ["timeout", "reset", "500"])
 async def test_transport_faults_are_retried(sim: Simulator, api: ApiClient, fault: str) -> None:
     run_id = sim.run_ids()[2]
     sim.inject_fault(run_id, fault)
@@ -150,7 +152,7 @@ async def test_transport_faults_are_retried(sim: Simulator, api: ApiClient, faul
 
 @pytest.mark.parametrize(
     ("fault", "words"),
-    [("timeout", "timed out"), ("reset", "ClientPayloadError"), ("truncate", "truncated")],
+    [("timeout", "timed out"), ("reset", "ClientPayloadError")],
 )
 async def test_transport_faults_that_persist_are_retryable(
     sim: Simulator, api: ApiClient, fault: str, words: str
@@ -161,15 +163,90 @@ async def test_transport_faults_that_persist_are_retryable(
         await api.get_run(run_id)
 
 
-@pytest.mark.parametrize("body", [b'{"id": "abc", "events": [', b"[1, 2]", b"", b"\xff\xfe"])
-async def test_unparsable_or_non_object_bodies_are_retryable(
-    sim: Simulator, api: ApiClient, body: bytes
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"id": "abc", "events": [', "invalid JSON: unexpected end of data at byte 25"),
+        (b'{"id": "abc"} x', "invalid JSON: unexpected content after document at byte 14"),
+        (b"[1, 2]", "body is not a JSON object but list"),
+        (b"", "invalid JSON: Input is a zero-length, empty document at byte 0"),
+        (b'{"a": "\xff\xfe"}', "invalid UTF-8: 0xff at byte 7 (invalid start byte)"),
+    ],
+)
+async def test_a_whole_body_that_is_not_a_json_object_is_invalid_after_one_request(
+    sim: Simulator, api: ApiClient, body: bytes, reason: str
 ) -> None:
+    """Content-Length says the body is whole: asking again would bring the same bytes."""
     run_id = sim.run_ids()[3]
     sim.set_payload(run_id, body)
-    with pytest.raises(RetryableError, match="truncated or unparsable body") as caught:
+    before = sim.stats.total_requests
+    with pytest.raises(InvalidBody) as caught:
         await api.get_run(run_id)
-    assert caught.value.body == body
+    assert isinstance(caught.value, PermanentError)
+    assert (caught.value.reason, caught.value.status, caught.value.body) == (reason, 200, body)
+    assert str(caught.value) == f"GET /runs/{run_id}: {reason}"
+    assert sim.stats.total_requests == before + 1
+
+
+async def test_the_truncate_fault_is_a_whole_body_by_its_content_length(
+    sim: Simulator, api: ApiClient
+) -> None:
+    run_id = sim.run_ids()[2]
+    sim.inject_fault(run_id, "truncate")
+    before = sim.stats.total_requests
+    with pytest.raises(InvalidBody, match=r"invalid JSON: .* at byte \d+$"):
+        await api.get_run(run_id)
+    assert sim.stats.total_requests == before + 1
+
+
+async def _raw_server(response: bytes, *, close: bool) -> tuple[asyncio.Server, str]:
+    """An HTTP server that answers any request with `response` as written (then hangs up,
+    with `close`), for framings the simulator does not produce."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(response)
+        await writer.drain()
+        if close:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/api/v1"
+
+
+@pytest.mark.parametrize(
+    ("response", "outcome", "words"),
+    [
+        # Chunked, the last chunk sent: whole, and not JSON.
+        (
+            b'Transfer-Encoding: chunked\r\n\r\n2\r\n{"\r\n0\r\n\r\n',
+            InvalidBody,
+            "invalid JSON: unexpected end of data at byte 2",
+        ),
+        # Chunked, cut before the last chunk: aiohttp reports the cut.
+        (b'Transfer-Encoding: chunked\r\n\r\n2\r\n{"\r\n', RetryableError, "ClientPayloadError"),
+        # Neither Content-Length nor chunked: the body ends where the connection does, so a
+        # cut cannot be told from the end, and it is asked again.
+        (b'Connection: close\r\n\r\n{"a', RetryableError, "(body of 3 bytes, perhaps cut short)"),
+    ],
+    ids=["chunked", "chunked, cut", "unframed"],
+)
+async def test_only_a_body_whose_framing_proves_it_whole_is_invalid(
+    response: bytes, outcome: type[ApiError], words: str
+) -> None:
+    server, base_url = await _raw_server(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + response, close=True
+    )
+    settings = Settings(api_key=Secret(KEY), base_url=base_url, concurrency=1)
+    try:
+        async with ApiClient(settings, in_claim_retries=0, read_timeout=2.0) as client:
+            with pytest.raises(ApiError) as caught:
+                await client.get_run(uuid.uuid4())
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert type(caught.value) is outcome and words in str(caught.value), str(caught.value)
 
 
 async def test_server_gone_is_retryable(sim: Simulator) -> None:

@@ -20,10 +20,11 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
-from ingest import __version__
+from ingest import __version__, jsontext
 from ingest.api.errors import (
     ApiError,
     AuthError,
+    InvalidBody,
     PermanentError,
     RetryableError,
 )
@@ -37,7 +38,7 @@ from ingest.logs import register_secret
 @dataclass(frozen=True)
 class FetchedRun:
     run_id: uuid.UUID
-    body: bytes  # exactly as received; checked to be one complete JSON object
+    body: bytes  # exactly as received; checked to be one JSON object
     status: int
     fetched_at: datetime
     attempts: int  # HTTP requests this fetch took, retries included
@@ -113,15 +114,15 @@ class ApiClient:
         url = self._base / "runs" / str(rid)
 
         async def once() -> tuple[int, bytes, dict[str, Any]]:
-            status, body = await self._get(url, what)
-            document = _parse(body, what, status)
-            if not isinstance(document, dict):
-                raise RetryableError(
-                    f"{what}: truncated or unparsable body (not a JSON object)",
-                    status=status,
-                    body=body,
-                )
-            return status, body, document
+            status, body, whole = await self._get(url, what)
+            try:
+                return status, body, jsontext.loads_object(body)
+            except jsontext.JsonError as exc:
+                if whole:
+                    raise InvalidBody(
+                        f"{what}: {exc.reason}", reason=exc.reason, status=status, body=body
+                    ) from None
+                raise _unreadable(what, status, body, exc, whole=False) from None
 
         (status, body, document), attempts = await with_retries(once, self._policy, what)
         return FetchedRun(rid, body, status, datetime.now(UTC), attempts, document)
@@ -153,12 +154,30 @@ class ApiClient:
         ):
             if value is not None:
                 params[name] = _iso(value)
-        what = f"GET /runs?offset={offset}"
         url = (self._base / "runs").with_query(params)
+        return await self._get_objects(url, f"GET /runs?offset={offset}")
+
+    async def list_use_cases(self) -> list[dict[str, Any]]:
+        """GET /use-cases, whole (no paging documented). Items carry `webhooks`, which can hold
+        credentials: whoever reads them drops it first (ingest.catalog does)."""
+        return await self._get_objects(self._base / "use-cases", "GET /use-cases")
+
+    async def list_usage(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """GET /usage: billed calls and minutes per use case and period within [start, end]."""
+        url = (self._base / "usage").with_query({"start": _iso(start), "end": _iso(end)})
+        return await self._get_objects(url, "GET /usage")
+
+    async def _get_objects(self, url: URL, what: str) -> list[dict[str, Any]]:
+        """A bare JSON array of objects (what every listing endpoint answers), after a few
+        in-call retries."""
 
         async def once() -> list[dict[str, Any]]:
-            status_code, body = await self._get(url, what)
-            page = _parse(body, what, status_code)
+            # A listing has no dead letter: whatever is wrong with it, its caller asks again.
+            status_code, body, whole = await self._get(url, what)
+            try:
+                page = jsontext.loads(body)
+            except jsontext.JsonError as exc:
+                raise _unreadable(what, status_code, body, exc, whole=whole) from None
             if not isinstance(page, list) or not all(isinstance(i, dict) for i in page):
                 raise RetryableError(
                     f"{what}: unparsable body (not a JSON array of objects)",
@@ -170,8 +189,11 @@ class ApiClient:
         page, _ = await with_retries(once, self._policy, what)
         return page
 
-    async def _get(self, url: URL, what: str) -> tuple[int, bytes]:
-        """One request under the limiter: (status, body) for a 2xx, else the matching ApiError."""
+    async def _get(self, url: URL, what: str) -> tuple[int, bytes, bool]:
+        """One request under the limiter: (status, body, whole) for a 2xx, else the matching
+        ApiError. `whole`: the body's framing (Content-Length, or chunked) proves it complete;
+        a transfer cut against it raises ClientPayloadError instead. Without either, the body
+        ends where the connection did, and a cut cannot be told from the end."""
         if self._session is None:
             raise RuntimeError("ApiClient used outside `async with`")
         async with self._in_flight:
@@ -183,13 +205,15 @@ class ApiClient:
                 async with self._session.get(url) as resp:
                     status, body = resp.status, await resp.read()
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    chunked = resp.headers.get("Transfer-Encoding", "").lower().endswith("chunked")
+                    whole = chunked or resp.content_length is not None
             except TimeoutError:
                 raise RetryableError(f"{what}: timed out waiting for the API") from None
             except aiohttp.ClientError as exc:
                 raise RetryableError(f"{what}: {type(exc).__name__}: {exc}") from None
         self.responses[status] = self.responses.get(status, 0) + 1
         if 200 <= status < 300:
-            return status, body
+            return status, body, whole
         if status == 429 and self._limiter is not None:
             # Slow every process sharing the limiter, not just this request.
             await self._limiter.penalize(retry_after)
@@ -207,13 +231,11 @@ def _error(what: str, status: int, body: bytes, retry_after: float | None) -> Ap
     return PermanentError(line, status=status, body=body)
 
 
-def _parse(body: bytes, what: str, status: int) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise RetryableError(
-            f"{what}: truncated or unparsable body ({len(body)} bytes)", status=status, body=body
-        ) from None
+def _unreadable(
+    what: str, status: int, body: bytes, exc: jsontext.JsonError, *, whole: bool
+) -> RetryableError:
+    cut = "" if whole else f" (body of {len(body)} bytes, perhaps cut short)"
+    return RetryableError(f"{what}: {exc.reason}{cut}", status=status, body=body)
 
 
 def _message(body: bytes) -> str:
