@@ -12,6 +12,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +49,40 @@ def _uuid_or_none(value: Any) -> uuid.UUID | None:
         return None
 
 
-def expected_from_body(body: bytes) -> tuple[int, int, set[uuid.UUID]]:
-    """(events, intermediates, issue ids) that a stored raw body describes, read straight
-    from its JSON, independently of ingest.normalize."""
-    doc = orjson.loads(body)
-    events = doc.get("events") or []
-    intermediates = sum(
-        1 for e in events if isinstance(e, dict) and isinstance(e.get("intermediate"), dict)
-    )
-    issues = {
-        parsed
-        for i in doc.get("issues") or []
-        if isinstance(i, dict) and (parsed := _uuid_or_none(i.get("id"))) is not None
-    }
-    return len(events), intermediates, issues
+@dataclass
+class Described:
+    """The row counts and issue ids a stored raw body describes, read straight from its JSON,
+    independently of ingest.normalize."""
+
+    events: int
+    intermediates: int
+    sessions: int
+    messages: int
+    tool_calls: int
+    issues: set[uuid.UUID]
+
+    @classmethod
+    def of(cls, body: bytes) -> Described:
+        doc = orjson.loads(body)
+        events = [e if isinstance(e, dict) else {} for e in doc.get("events") or []]
+        calls = [e for e in events if e.get("type") == "session"]
+        messages = [m or {} for c in calls for m in c.get("messages") or []]
+        return cls(
+            events=len(events),
+            intermediates=sum(
+                1
+                for e in events
+                if e.get("type") != "session" and isinstance(e.get("intermediate"), dict)
+            ),
+            sessions=len(calls),
+            messages=len(messages),
+            tool_calls=sum(len(m.get("tool_calls") or []) for m in messages),
+            issues={
+                parsed
+                for i in doc.get("issues") or []
+                if isinstance(i, dict) and (parsed := _uuid_or_none(i.get("id"))) is not None
+            },
+        )
 
 
 async def check_rows(engine: AsyncEngine) -> list[str]:
@@ -89,6 +110,9 @@ async def check_rows(engine: AsyncEngine) -> list[str]:
             "SELECT run_id, count(*) FROM run_events GROUP BY 1 HAVING max(seq) + 1 <> count(*)"
         )
         inters = await counts("SELECT run_id, count(*) FROM event_intermediates GROUP BY 1")
+        sessions = await counts("SELECT run_id, count(*) FROM run_sessions GROUP BY 1")
+        messages = await counts("SELECT run_id, count(*) FROM session_messages GROUP BY 1")
+        tool_calls = await counts("SELECT run_id, count(*) FROM message_tool_calls GROUP BY 1")
         issue_rows = {
             r[0]: r[1] for r in await conn.execute(text("SELECT id, run_id FROM run_issues"))
         }
@@ -116,22 +140,27 @@ async def check_rows(engine: AsyncEngine) -> list[str]:
         )
     all_issues: set[uuid.UUID] = set()
     for run_id, (body, sha) in payloads.items():
-        want_events, want_inters, want_issues = expected_from_body(body)
-        all_issues |= want_issues
+        want = Described.of(body)
+        all_issues |= want.issues
         if hashlib.sha256(body).hexdigest() != sha or runs.get(run_id) != sha:
             problems.append(f"{run_id}: payload hash does not match its body or its run")
-        if events.get(run_id, 0) != want_events or run_id in gaps:
-            problems.append(f"{run_id}: {events.get(run_id, 0)} events, body has {want_events}")
-        if inters.get(run_id, 0) != want_inters:
-            problems.append(
-                f"{run_id}: {inters.get(run_id, 0)} intermediates, body has {want_inters}"
-            )
+        if run_id in gaps:
+            problems.append(f"{run_id}: its events' seq have gaps")
+        for name, stored, wanted in (
+            ("events", events, want.events),
+            ("intermediates", inters, want.intermediates),
+            ("sessions", sessions, want.sessions),
+            ("messages", messages, want.messages),
+            ("tool calls", tool_calls, want.tool_calls),
+        ):
+            if stored.get(run_id, 0) != wanted:
+                problems.append(f"{run_id}: {stored.get(run_id, 0)} {name}, body has {wanted}")
         # An issue listed by two runs is stored once, under one of them.
-        if any(issue_rows.get(i) is None for i in want_issues):
+        if any(issue_rows.get(i) is None for i in want.issues):
             problems.append(f"{run_id}: an issue of its body is missing")
     if set(issue_rows) != all_issues:
         problems.append(f"{len(set(issue_rows) ^ all_issues)} issues differ from the bodies'")
-    for child in (events, inters):
+    for child in (events, inters, sessions, messages, tool_calls):
         if set(child) - set(payloads):
             problems.append(f"rows of runs without a payload: {set(child) - set(payloads)}")
     for q in queue_rows:
