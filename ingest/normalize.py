@@ -293,7 +293,10 @@ class _BadField(Exception):
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested deeper than repr goes: say what it is
+        text = f"a {type(value).__name__} nested too deep to show"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -390,7 +393,7 @@ def _text(obj: dict[str, Any], key: str, notes: _Notes, where: str) -> str | Non
         return value
     # A text column can hold any JSON value as its JSON text: nothing is lost.
     notes.add("coerced_to_text", f"{where}{key}")
-    return orjson.dumps(value).decode()
+    return jsontext.dumps(value)
 
 
 def _name(obj: dict[str, Any], key: str, notes: _Notes, where: str) -> str | None:
@@ -869,7 +872,12 @@ def normalize(
     doc = document if type(document) is dict else _parse(body)
     # A NUL can only arrive escaped; its absence means no string needs cleaning.
     if b"\\u0000" in body:
-        doc = _strip_nul(doc, "", notes)
+        try:
+            doc = _strip_nul(doc, "", notes)
+        except RecursionError:
+            raise PayloadRejected(
+                "NUL characters in values nested deeper than they can be removed from"
+            ) from None
     try:
         return _rows(doc, body, run_id, fetched_at, notes)
     except _BadField as bad:

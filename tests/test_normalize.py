@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ingest import jsontext
 from ingest.normalize import DriftNote, PayloadRejected, RunRows, normalize
 from tests.payloads import make_run_payload
 
@@ -26,7 +27,7 @@ def _payload(**changes: Any) -> dict[str, Any]:
 
 def _normalize(body: dict[str, Any] | bytes) -> RunRows:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    run_id = uuid.UUID(orjson.loads(raw)["id"])
+    run_id = uuid.UUID(jsontext.loads(raw)["id"])
     return normalize(raw, run_id, FETCHED)
 
 
@@ -565,3 +566,28 @@ def test_messages_of_the_wrong_shape_are_refused_with_their_path(
     with pytest.raises(PayloadRejected) as refused:
         _normalize(body)
     assert refused.value.reason == f"events[1].messages[3].{reason}"
+
+
+def _nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_a_deeply_nested_value_in_a_text_column_is_its_json_text() -> None:
+    body = _payload()
+    body["issues"][0]["correction"] = _nested(300)
+    rows = _normalize(jsontext.dumps(body).encode())  # orjson writes at most 254 levels
+    assert jsontext.loads(rows.issues[0].correction or "") == _nested(300)
+    assert DriftNote("coerced_to_text", "issues[].correction") in rows.drift
+
+
+def test_nul_characters_nested_too_deep_to_clean_are_refused_in_one_line() -> None:
+    body = _payload()
+    body["events"][0]["output"] = _nested(5000, "a\x00b")
+    with pytest.raises(PayloadRejected) as refused:
+        _normalize(jsontext.dumps(body).encode())
+    assert refused.value.reason == (
+        "NUL characters in values nested deeper than they can be removed from"
+    )
