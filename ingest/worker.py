@@ -102,6 +102,23 @@ class _Failed:
 
 
 _Outcome = _Stored | _Failed
+
+
+def _caused_by_values(exc: BaseException) -> bool:
+    """Whether PostgreSQL refused the run's own values (a data exception, class 22, or a value
+    nested deeper than its stack allows, 54001): the same body fails the same way every time,
+    so retrying only delays its dead letter. Other errors (a trigger, a full disk) may pass."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str):
+            return state.startswith("22") or state == "54001"
+        seen = seen.__cause__
+    return False
+
+
 _STOP = object()
 
 
@@ -441,11 +458,8 @@ class Worker:
                 s = stored[0]
                 reason = f"store error: {type(exc).__name__}: {str(exc).splitlines()[0]}"
                 log.error("run could not be stored", run_id=str(s.claim.run_id), error=reason)
-                await self._retry_db(
-                    lambda: self._record_failure(
-                        _Failed(s.claim, reason, False, None, None, s.rows.payload.body)
-                    )
-                )
+                failure = _Failed(s.claim, reason, _caused_by_values(exc), body=s.rows.payload.body)
+                await self._retry_db(lambda: self._record_failure(failure))
                 return
             half = len(stored) // 2
             await self._store(stored[:half])

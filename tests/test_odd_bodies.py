@@ -132,6 +132,24 @@ async def test_nesting_beyond_the_cap_is_dead_lettered_at_once_with_its_place(
     assert row.dead_body == body and row.stored_body is None
 
 
+async def test_nesting_beyond_what_postgresql_holds_is_dead_lettered_after_one_attempt(
+    settings: Settings, engine: AsyncEngine, sim: Simulator
+) -> None:
+    """Parsed (under the cap) but refused by jsonb's stack: the same body would fail the same
+    way on every attempt, so it is not retried."""
+    run_id = uuid.uuid4()
+    doc = run_doc(run_id)
+    doc["events"][2]["output"] = deep_array(16_000)  # PostgreSQL 15 holds ~14,500 of arrays
+    body = jsontext.dumps(doc).encode()
+    sim.set_payload(run_id, body)
+
+    row, requests = await ingest_one(settings, engine, sim, run_id)
+
+    assert (row.state, row.attempts, requests) == ("dead", 1, 1)
+    assert row.reason.startswith("store error: ") and "stack depth limit" in row.reason
+    assert row.dead_body == body and row.stored_body is None
+
+
 def _broken_at(doc: dict[str, Any], offset_of: bytes, replacement: bytes) -> tuple[bytes, int]:
     body = orjson.dumps(doc)
     at = body.index(offset_of)
