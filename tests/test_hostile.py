@@ -87,6 +87,14 @@ def _nul_twin_keys(doc: Doc) -> Doc:
     return doc
 
 
+def _deleted_content(doc: Doc) -> Doc:
+    """What the platform sends once the customer's retention has deleted the call's content."""
+    for message in doc["events"][3]["messages"]:
+        message.update(content="", tool_calls=None, data_deleted=True)
+    doc["events"][0]["intermediate"].update(data={}, data_deleted=True)
+    return doc
+
+
 # (name, mutation, outcome): "stored:<drift kind or ->" or "dead:<reason fragment>".
 CORPUS: list[tuple[str, Mutation, str]] = [
     ("events null", _set("events", None), "stored:-"),
@@ -145,6 +153,17 @@ CORPUS: list[tuple[str, Mutation, str]] = [
         "stored:intermediate_run_id_mismatch",
     ),
     ("version id differs", _set("version.id", OTHER), "stored:version_id_mismatch"),
+    # Calls: events[3] is the run's call (a session event) of 20 turns.
+    ("unknown event type", _set("events.1.type", "sms"), "stored:unknown_event_type"),
+    ("messages null", _set("events.3.messages", None), "stored:-"),
+    ("messages missing", _set("events.3.messages", ...), "stored:-"),
+    ("tool_calls null", _set("events.3.messages.0.tool_calls", None), "stored:-"),
+    ("latency_breakdown null", _set("events.3.messages.0.latency_breakdown", None), "stored:-"),
+    ("new role", _set("events.3.messages.1.role", "supervisor"), "stored:new_enum_value"),
+    ("session id not a UUID", _set("events.3.id", "CA0123456789abcdef"), "stored:-"),
+    ("retention-deleted content", _deleted_content, "stored:-"),
+    ("null message", _set("events.3.messages.2", None), "stored:null_message"),
+    ("duration as a string", _set("events.3.duration", "12.5"), "stored:coerced_to_number"),
     # Refused. A body that arrived whole (the simulator sends its Content-Length) but is not
     # a JSON object is dead at once, worded as normalize words it, with where it breaks.
     ("not JSON", _raw(b'{"id": "RUN_ID", '), "dead:payload rejected: invalid JSON: "),
@@ -215,6 +234,13 @@ CORPUS: list[tuple[str, Mutation, str]] = [
     ),
     ("issue a string", _set("issues.1", "x"), "dead:issues[1] is not an object"),
     ("version a list", _set("version", [1]), "dead:version is not an object"),
+    ("messages an object", _set("events.3.messages", {"a": 1}), "dead:events[3].messages is not"),
+    (
+        "latency_breakdown a list",
+        _set("events.3.messages.0.latency_breakdown", [1]),
+        "dead:events[3].messages[0].latency_breakdown is not an object",
+    ),
+    ("duration not a number", _set("events.3.duration", "long"), "dead:events[3].duration is not"),
 ]
 
 
