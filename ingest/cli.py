@@ -535,6 +535,7 @@ async def _discover(args: argparse.Namespace, settings: Settings) -> int:
                     relist=args.relist,
                     on_progress=_progress_callback(progress),
                     tally=tally,
+                    catalog=True,
                 )
     except (ApiError, discovery.DiscoveryError) as exc:
         sys.stderr.write(
@@ -550,7 +551,13 @@ async def _discover(args: argparse.Namespace, settings: Settings) -> int:
         f" enqueued {tally.added} new, {tally.refreshed} for refresh,"
         f" {tally.unchanged} already queued; {tally.invalid} invalid IDs; {tally.elapsed:.1f}s"
     )
+    _print_catalog(tally)
     return EXIT_OK
+
+
+def _print_catalog(tally: Tally) -> None:
+    if tally.catalog is not None:
+        print(tally.catalog.summary())
 
 
 async def _sync(args: argparse.Namespace, settings: Settings) -> int:
@@ -566,6 +573,7 @@ async def _sync(args: argparse.Namespace, settings: Settings) -> int:
         since=args.since,
         refresh_days=args.refresh_days,
         paging=discovery.Paging(page_size=args.page_size),
+        catalog=True,
     )
     engine = create_engine(settings, pool_size=3)
     try:
@@ -589,6 +597,7 @@ async def _sync(args: argparse.Namespace, settings: Settings) -> int:
         f" not terminal yet, {result.refreshed} recently finished; {t.invalid} invalid IDs;"
         f" {t.elapsed:.1f}s"
     )
+    _print_catalog(t)
     return EXIT_OK
 
 

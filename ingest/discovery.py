@@ -45,6 +45,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ingest import queue
 from ingest.api.client import ApiClient
 from ingest.api.retry import RetryPolicy, with_retries
+from ingest.catalog import CatalogResult
+from ingest.catalog import refresh as refresh_catalog
 from ingest.db.engine import driver_connection
 from ingest.ids import parse_run_id
 from ingest.logs import get_logger
@@ -129,6 +131,7 @@ class Tally:
     unchanged: int = 0
     reached: datetime | None = None
     started: float = field(default_factory=time.monotonic)
+    catalog: CatalogResult | None = None  # when the command refreshed the catalog too
 
     @property
     def elapsed(self) -> float:
@@ -465,11 +468,14 @@ async def discover(
     relist: bool = False,
     on_progress: ProgressCallback | None = None,
     tally: Tally | None = None,
+    catalog: bool = False,
 ) -> Tally:
     """List [since, until) and enqueue every run (source `backfill`). Sub-windows finished by
     an earlier call with the same filters are skipped unless `relist`. An API error
     propagates; the sub-windows finished before it stay recorded. Pass `tally` to read the
-    totals reached when that happens."""
+    totals reached when that happens. With `catalog`, then refresh the use cases (hourly)
+    and the usage of [since, until] (ingest.catalog; its API errors are reported in
+    `tally.catalog`, never raised)."""
     tally = tally if tally is not None else Tally()
     scope = filters.scope
     settled = datetime.now(UTC) - SETTLE
@@ -506,6 +512,8 @@ async def discover(
 
     await _walk(_Lister(client, paging, filters), gaps, save)
     log.info("discover.done", windows=tally.windows, runs=tally.runs, added=tally.added)
+    if catalog:
+        tally.catalog = await refresh_catalog(engine, client, since, until)
     return tally
 
 
@@ -523,6 +531,9 @@ class SyncOptions:
     # every minute forever would eat the rate limit.
     non_terminal_days: float = 7.0
     paging: Paging = field(default_factory=Paging)
+    # Also refresh the use cases and usage (hourly; see ingest.catalog). Off by default so
+    # that a library caller asks only for what it names; the CLI and the worker turn it on.
+    catalog: bool = False
 
 
 @dataclass
@@ -647,6 +658,9 @@ async def sync(
                 _SYNC_STATE,
                 now,
             )
+        if options.catalog:
+            # After the watermark moved: a catalog failure is reported, and cannot undo it.
+            tally.catalog = await refresh_catalog(engine, client, since, now, hourly_usage=True)
     log.info(
         "sync.done",
         since=since.isoformat(),
@@ -661,7 +675,10 @@ async def sync(
 
 
 async def sync_every(
-    engine: AsyncEngine, client: ApiClient, every_s: float, options: SyncOptions = SyncOptions()
+    engine: AsyncEngine,
+    client: ApiClient,
+    every_s: float,
+    options: SyncOptions = SyncOptions(catalog=True),
 ) -> None:
     """Sync now and then every `every_s` seconds until cancelled (`worker --sync-every`).
     A failed sync is logged and tried again next time: it must not stop the worker."""
