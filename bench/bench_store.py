@@ -3,9 +3,9 @@
     .venv/bin/python bench/bench_store.py [--runs N] [--batch B] [--database-url URL]
 
 Runs have 30 action events with intermediates, one call of 20 turns and 2 issues
-(tests/payloads.py), sharing a pool of versions as real runs do. The database is DATABASE_URL/--database-url, else
-INGEST_TEST_DATABASE_URL, else an embedded server in a temporary directory; the benchmark
-creates its own schema there and drops it at the end.
+(tests/payloads.py), sharing a pool of versions as real runs do. The database is
+DATABASE_URL/--database-url, else INGEST_TEST_DATABASE_URL, else an embedded server in a
+temporary directory; the benchmark creates its own schema there and drops it at the end.
 """
 
 from __future__ import annotations

@@ -760,5 +760,6 @@ async def _demo_discover(settings: Settings, engine: AsyncEngine, sim: Any) -> i
             # A data dir reused by an earlier demo holds its finished windows, but this
             # simulator's runs are new: list everything again.
             relist=True,
+            catalog=True,  # use case names and usage, as a user's first discover gets them
         )
     return tally.runs

@@ -39,10 +39,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ingest import queue
+from ingest import jsontext, queue
 from ingest.api.client import ApiClient
 from ingest.api.retry import RetryPolicy, with_retries
 from ingest.catalog import CatalogResult
@@ -206,7 +205,7 @@ def parse_item(item: dict[str, Any]) -> ListedRun:
     the fetch fills it in)."""
     data = item.get("data")
     # jsonb cannot hold NUL characters; the rest of `data` is worth more than refusing it all.
-    data_text = None if data is None else orjson.dumps(data).decode().replace("\\u0000", "\\ufffd")
+    data_text = None if data is None else jsontext.dumps(data).replace("\\u0000", "\\ufffd")
     return ListedRun(
         id=parse_run_id(item.get("id")),
         org_id=_uuid_or_none(item.get("org_id")),

@@ -176,7 +176,9 @@ async def test_hostile_ids_listed_by_the_api_are_skipped_and_never_requested(
         assert f"{len(listed) - len(real)} invalid IDs" in found.stdout
         drained = await asyncio.to_thread(run_cli, "worker", "--drain", env=env)
         assert drained.returncode == 0, drained.stderr
-    fetched = [p for p in api.paths if not p.startswith("/api/v1/runs?")]
+    # Listings and the catalog (use cases, usage) take no run id; every other path is a fetch.
+    listings = ("/api/v1/runs?", "/api/v1/use-cases", "/api/v1/usage?")
+    fetched = [p for p in api.paths if not p.startswith(listings)]
     assert sorted(fetched) == sorted(f"/api/v1/runs/{r}" for r in real)
     assert all(CANONICAL_PATH.fullmatch(p) for p in fetched)
     async with engine.connect() as conn:
