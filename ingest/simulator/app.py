@@ -437,8 +437,13 @@ async def serve(
     seed: int = 1,
     api_key: str = "sim-key",
     show_key: bool = True,
+    history: timedelta = timedelta(days=7),
 ) -> None:
-    """Serve until SIGINT/SIGTERM, after printing how to point hr-ingest at it."""
+    """Serve until SIGINT/SIGTERM, after printing how to point hr-ingest at it.
+
+    `history`: how far back the runs go; past a week, the 7-day-retention use case's runs
+    show their content deleted.
+    """
     sim = Simulator(
         runs=runs,
         seed=seed,
@@ -448,6 +453,7 @@ async def serve(
         api_key=api_key,
         host=host,
         port=port,
+        history=history,
         prerender=True,
     )
     stop = asyncio.Event()

@@ -123,11 +123,11 @@ class _Writer:
         self.tools: list[tuple[int, str]] = []
         self.clock = rng.uniform(0.3, 1.5)
 
-    def say(self, role: str, text: str, *, filler: bool = False) -> None:
+    def say(self, role: str, text: str) -> None:
         none_or_empty: list[dict[str, Any]] | None = (
             [] if role == "assistant" and self.rng.random() < 0.2 else None
         )
-        self._add(Turn(role, text, none_or_empty, None, filler, self.clock))
+        self.turns.append(Turn(role, text, none_or_empty, None, False, self.clock))
         # ~2.6 words a second, plus the pause before the other side answers.
         self.clock += len(text.split()) / 2.6 + self.rng.uniform(0.4, 1.4)
 
@@ -135,17 +135,15 @@ class _Writer:
         """An assistant turn calling `tool` (saying `say` meanwhile), then the tool's answer."""
         calls = [{"function": {"name": tool, "arguments": json.dumps(args)}}]
         self.tools.append((len(self.turns), tool))
-        self._add(Turn("assistant", say, calls, None, bool(say), self.clock))
+        # Words said while a tool runs are filler: they only cover the wait.
+        self.turns.append(Turn("assistant", say, calls, None, bool(say), self.clock))
         self.clock += len(say.split()) / 2.6 + self.rng.uniform(0.2, 0.6)
-        self._add(Turn("tool", json.dumps(result), None, tool, False, self.clock))
+        self.turns.append(Turn("tool", json.dumps(result), None, tool, False, self.clock))
         self.clock += self.rng.uniform(0.3, 1.8)
 
     def event(self, name: str, text: str) -> None:
-        self._add(Turn("event", text, None, name, False, self.clock))
+        self.turns.append(Turn("event", text, None, name, False, self.clock))
         self.clock += self.rng.uniform(0.2, 1.0)
-
-    def _add(self, turn: Turn) -> None:
-        self.turns.append(turn)
 
     def script(self) -> Script:
         return Script(tuple(self.turns), self.clock, tuple(self.tools))
@@ -385,10 +383,10 @@ def _messages(rng: random.Random, plan: SessionPlan) -> list[dict[str, Any]]:
     latencies = _LATENCIES[plan.kind == CHAT]
     messages = []
     for turn in script.turns:
-        bits = rng.getrandbits(16)
+        bits = rng.getrandbits(17)
         speaking = turn.role == "assistant" and not turn.tool_calls
         # About one spoken assistant turn in twelve is barged in on; half of those at a pause.
-        interrupted = speaking and bits >> 8 < 21
+        interrupted = speaking and (bits >> 8) & 255 < 21
         messages.append(
             {
                 "id": new_uuid(rng),
@@ -400,7 +398,7 @@ def _messages(rng: random.Random, plan: SessionPlan) -> list[dict[str, Any]]:
                 "name": turn.name,
                 "is_filler": turn.is_filler,
                 "is_interrupted": interrupted,
-                "is_natural_cut": interrupted and bits & 1 == 1,
+                "is_natural_cut": interrupted and bits >> 16 == 1,
                 "latency_breakdown": latencies[bits & 255] if turn.role == "assistant" else None,
                 "timestamp": start + timedelta(seconds=turn.at * pace),
                 "data_deleted": False,
