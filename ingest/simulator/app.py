@@ -329,12 +329,15 @@ class Simulator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), self.stall_seconds)
             return self._reply(504, b'{"message": "Gateway timeout"}')
-        if kind == "truncate":
-            # Well-formed HTTP whose JSON stops halfway: only parsing the body catches it.
-            return self._reply(200, body[: len(body) // 2])
-        # "reset": headers promise the whole body, half arrives, then the connection drops.
+        # Both cut the transfer: half the body arrives, then the connection drops before the
+        # framing says the body is complete, as when a proxy or the network fails mid-body.
+        # (A body complete by its framing but not JSON is a payload, set with set_payload.)
         response = web.StreamResponse(status=200, headers=_JSON)
-        response.content_length = len(body)
+        if kind == "truncate":
+            response.enable_chunked_encoding()  # the closing zero-length chunk never comes
+        else:  # "reset": headers promise the whole body
+            response.content_length = len(body)
+        self.stats.by_status[200] += 1
         await response.prepare(request)
         await response.write(body[: len(body) // 2])
         if request.transport is not None:
