@@ -1,4 +1,4 @@
-"""The queue commands as a user types them: enqueue, status, retry-dead, reprocess."""
+"""Commands as a user types them: enqueue, status, retry-dead, reprocess, demo."""
 
 from __future__ import annotations
 
@@ -92,3 +92,24 @@ async def test_status_retry_dead_and_reprocess_after_a_drain(
     unknown = run_cli("reprocess", str(missing), env=subprocess_env)
     assert unknown.returncode == 1
     assert f"no stored payload: {missing}" in unknown.stdout
+
+
+async def test_demo_ends_with_every_table_counted_and_a_calls_dashboard(
+    engine: AsyncEngine, subprocess_env: dict[str, str]
+) -> None:
+    """What a new user sees first: the whole job, then the rows of every table (calls and the
+    catalog included) and a dashboard query over bi_calls with the use cases' names."""
+    result = run_cli("demo", "--runs", "300", env=subprocess_env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    async with engine.connect() as conn:
+        counts = {
+            table: (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+            for table in ("run_sessions", "session_messages", "message_tool_calls", "use_cases")
+        }
+        names = {r[0] for r in await conn.execute(text("SELECT name FROM use_cases"))}
+    assert all(counts.values()), counts
+    for table, count in counts.items():
+        assert f"  {table:<22}{count:>10,}" in out
+    assert "FROM bi_calls" in out and "connected_pct" in out
+    assert names and all(name in out for name in names)

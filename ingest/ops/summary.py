@@ -24,14 +24,18 @@ TABLES = (
     "usage",
 )
 
+# What a voice-agent dashboard opens with: per use case, how many calls connected, how long
+# they talked, how soon the agent spoke, how slow its LLM was at the 95th percentile.
 EXAMPLE_QUERY = """\
-SELECT status, annotation, sum(runs) AS runs,
-       round(sum(avg_duration_s * runs) / sum(runs)) AS avg_duration_s,
-       sum(runs_with_issues) AS runs_with_issues
-FROM bi_daily_runs
-GROUP BY status, annotation
-ORDER BY runs DESC
-LIMIT 8"""
+SELECT use_case_name, count(*) AS calls,
+       round(100.0 * avg(connected::int), 1) AS connected_pct,
+       round(avg(duration) FILTER (WHERE connected))::int AS avg_talk_s,
+       round(avg(time_to_first_word_s)::numeric, 2) AS first_word_s,
+       round(avg(latency_llm_p95))::int AS llm_p95_ms,
+       sum(tool_calls) AS tool_calls
+FROM bi_calls
+GROUP BY use_case_name
+ORDER BY calls DESC"""
 
 
 async def print_summary(engine: AsyncEngine, stats: WorkerStats) -> None:
@@ -47,7 +51,8 @@ async def print_summary(engine: AsyncEngine, stats: WorkerStats) -> None:
                 text("SELECT run_id, reason FROM dead_letters ORDER BY created_at LIMIT 5")
             )
         ).all()
-        example = (await conn.execute(text(EXAMPLE_QUERY))).all()
+        result = await conn.execute(text(EXAMPLE_QUERY))
+        headers, example = list(result.keys()), result.all()
     elapsed = max(stats.elapsed, 1e-9)
     print()
     print(
@@ -71,7 +76,6 @@ async def print_summary(engine: AsyncEngine, stats: WorkerStats) -> None:
     )
     print("  " + EXAMPLE_QUERY.replace("\n", "\n  "))
     print()
-    headers = ["status", "annotation", "runs", "avg_duration_s", "runs_with_issues"]
     cells = [[("-" if v is None else str(v)) for v in row] for row in example]
     widths = [max(len(x) for x in col) for col in zip(headers, *cells, strict=False)]
     for row in [headers, *cells]:
