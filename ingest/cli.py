@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--latency", type=float, default=0.0, metavar="MS", help="mean, jittered")
     sim.add_argument("--error-rate", type=float, default=0.0, metavar="F", help="0..1 faults")
     sim.add_argument("--seed", type=int, default=1, help="same seed, same runs (default 1)")
+    sim.add_argument(
+        "--history",
+        type=_duration_arg,
+        default="7d",
+        metavar="DURATION",
+        help="how far back the runs go (default 7d); past 7d, the 7-day-retention use case's"
+        " older runs show their content deleted",
+    )
 
     enq = command("enqueue", "add run IDs to the queue (idempotent)", _enqueue)
     enq.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="'-' reads standard input")
@@ -263,6 +271,7 @@ async def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         api_key=key,
         show_key=settings.api_key is None,
+        history=args.history,
     )
     return EXIT_OK
 
