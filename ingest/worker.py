@@ -102,6 +102,7 @@ class _Failed:
 
 
 _Outcome = _Stored | _Failed
+_STOP = object()
 
 
 def _caused_by_values(exc: BaseException) -> bool:
@@ -117,9 +118,6 @@ def _caused_by_values(exc: BaseException) -> bool:
             return state.startswith("22") or state == "54001"
         seen = seen.__cause__
     return False
-
-
-_STOP = object()
 
 
 def _database_unreachable(exc: BaseException) -> bool:
