@@ -706,3 +706,35 @@ async def test_reprocess_fills_the_call_tables_from_payloads_stored_before_they_
         expected = [row for b in bodies for row in _expected_tables(orjson.dumps(b), T0)[table]]
         assert stored[table] == _sorted(expected), table
     assert len(stored["session_messages"]) == 3 * 20
+
+
+@pytest.mark.parametrize("fetched_first", [True, False])
+async def test_completed_at_is_the_fetched_runs_once_a_fetch_has_one(
+    engine: AsyncEngine, fetched_first: bool
+) -> None:
+    """Discovery's listing and a fetch disagree: the fetch's own completed_at wins, whichever
+    is written last; the listing's fills in while the fetch has none."""
+    from ingest.discovery import ListedRun, store_listed
+
+    body = make_run_payload(random.Random(50), events=2, issues=0)
+    body["completed_at"] = "2025-06-01T00:04:00Z"
+    run_id = uuid.UUID(body["id"])
+
+    def listed(completed_at: datetime) -> ListedRun:
+        return ListedRun(run_id, None, None, None, "completed", None, T0, completed_at, None)
+
+    async def list_it(completed_at: datetime) -> None:
+        async with engine.begin() as conn:
+            await store_listed(conn, [listed(completed_at)])
+
+    if not fetched_first:
+        await list_it(T0 + timedelta(minutes=9))
+    await _store(engine, [_rows(body)])
+    await list_it(T0 + timedelta(minutes=7))
+    [run] = await _table(engine, "runs")
+    assert run["completed_at"] == T0 + timedelta(minutes=4)
+
+    body["completed_at"] = None  # a later fetch without one keeps what the run had
+    await _store(engine, [_rows(body, T0 + timedelta(minutes=1))])
+    [run] = await _table(engine, "runs")
+    assert run["completed_at"] == T0 + timedelta(minutes=4)
