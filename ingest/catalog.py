@@ -33,19 +33,18 @@ from ingest.logs import get_logger
 
 # Reused, not copied: a catalog version is a run's `version` object, so it is read by the
 # same builder and written by the same statement (with its fetched_at guard) as a fetch's.
-from ingest.normalize import (
-    VersionRow,
-    _BadField,
-    _float,
-    _int,
-    _json,
-    _name,
-    _Notes,
-    _strip_nul,
-    _text,
-    _timestamp,
-    _uuid,
-    _version,
+from ingest.normalize import VersionRow, version_row
+from ingest.normalize.fields import (
+    BadField,
+    Notes,
+    json_text,
+    read_float,
+    read_int,
+    read_name,
+    read_text,
+    read_timestamp,
+    read_uuid,
+    strip_nul,
 )
 from ingest.store import _UPSERT_VERSIONS, _VERSIONS, _Target
 
@@ -120,23 +119,23 @@ def _required(value: Any, name: str) -> Any:
 def parse_use_case(item: dict[str, Any], refreshed_at: datetime) -> ParsedUseCase:
     """A GET /use-cases item; BadItem when it cannot be stored (no UUID id, a field of the
     wrong type). A version that cannot be stored is left out, the rest kept."""
-    notes = _Notes()  # drift in catalog items is not tracked: nothing to keep it with
-    doc = _strip_nul({k: v for k, v in item.items() if k not in SECRET_FIELDS}, "", notes)
+    notes = Notes()  # drift in catalog items is not tracked: nothing to keep it with
+    doc = strip_nul({k: v for k, v in item.items() if k not in SECRET_FIELDS}, "", notes)
     try:
         row = UseCaseRow(
-            id=_required(_uuid(doc, "id"), "id"),
-            org_id=_uuid(doc, "org_id"),
-            name=_name(doc, "name", notes, ""),
-            slug=_name(doc, "slug", notes, ""),
-            icon=_text(doc, "icon", notes, ""),
-            source_use_case_version_id=_uuid(doc, "source_use_case_version_id"),
-            run_columns=_json(doc.get("run_columns")),
-            timestamp=_timestamp(doc, "timestamp", notes, ""),
-            data_retention_days=_int(doc, "data_retention_days", notes, ""),
-            sort_order=_int(doc, "order", notes, ""),
+            id=_required(read_uuid(doc, "id"), "id"),
+            org_id=read_uuid(doc, "org_id"),
+            name=read_name(doc, "name", notes, ""),
+            slug=read_name(doc, "slug", notes, ""),
+            icon=read_text(doc, "icon", notes, ""),
+            source_use_case_version_id=read_uuid(doc, "source_use_case_version_id"),
+            run_columns=json_text(doc.get("run_columns")),
+            timestamp=read_timestamp(doc, "timestamp", notes, ""),
+            data_retention_days=read_int(doc, "data_retention_days", notes, ""),
+            sort_order=read_int(doc, "order", notes, ""),
             refreshed_at=refreshed_at,
         )
-    except _BadField as bad:
+    except BadField as bad:
         raise BadItem(bad.path, bad.problem) from None
     versions, bad_versions = [], []
     raw_versions = doc.get("versions")
@@ -149,8 +148,8 @@ def parse_use_case(item: dict[str, Any], refreshed_at: datetime) -> ParsedUseCas
             bad_versions.append(BadItem(where, "is not an object"))
             continue
         try:
-            parsed = _version(version, refreshed_at, notes)
-        except _BadField as bad:
+            parsed = version_row(version, refreshed_at, notes)
+        except BadField as bad:
             bad_versions.append(BadItem(f"{where}.{bad.path}", bad.problem))
             continue
         if parsed is None:
@@ -163,18 +162,18 @@ def parse_use_case(item: dict[str, Any], refreshed_at: datetime) -> ParsedUseCas
 def parse_usage(item: dict[str, Any], refreshed_at: datetime) -> UsageRow:
     """A GET /usage item; BadItem when a key field is missing or any field is of the wrong
     type."""
-    notes = _Notes()
+    notes = Notes()
     try:
         return UsageRow(
-            org_id=_required(_uuid(item, "org_id"), "org_id"),
-            use_case_id=_required(_uuid(item, "use_case_id"), "use_case_id"),
-            period_start=_required(_timestamp(item, "start", notes, ""), "start"),
-            period_end=_required(_timestamp(item, "end", notes, ""), "end"),
-            calls=_int(item, "calls", notes, ""),
-            minutes=_float(item, "minutes", notes, ""),
+            org_id=_required(read_uuid(item, "org_id"), "org_id"),
+            use_case_id=_required(read_uuid(item, "use_case_id"), "use_case_id"),
+            period_start=_required(read_timestamp(item, "start", notes, ""), "start"),
+            period_end=_required(read_timestamp(item, "end", notes, ""), "end"),
+            calls=read_int(item, "calls", notes, ""),
+            minutes=read_float(item, "minutes", notes, ""),
             refreshed_at=refreshed_at,
         )
-    except _BadField as bad:
+    except BadField as bad:
         raise BadItem(bad.path, bad.problem) from None
 
 

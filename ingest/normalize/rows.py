@@ -1,0 +1,208 @@
+"""The rows one run body becomes: one dataclass per table, fields named and ordered like the
+table's columns (ingest.store writes them by those names)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from ingest.normalize.shape import TERMINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class DriftNote:
+    """Something the payload did that today's API description does not say; stored, counted."""
+
+    kind: str
+    detail: str
+
+
+@dataclass(slots=True)
+class RunRow:
+    """The columns of `runs` a fetch owns; `data` and `listed_at` are discovery's."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID | None
+    use_case_id: uuid.UUID | None
+    version_id: uuid.UUID | None
+    status: str | None
+    annotation: str | None
+    timestamp: datetime | None
+    completed_at: datetime | None  # NULL keeps the listing's (a run does not un-complete)
+    fetched_at: datetime
+    payload_sha256: str
+
+
+@dataclass(slots=True)
+class VersionRow:
+    id: uuid.UUID
+    slug: str | None
+    org_id: uuid.UUID | None
+    use_case_id: uuid.UUID | None
+    version_number: int | None
+    name: str | None
+    is_published: bool | None
+    is_live: bool | None
+    source_version_id: uuid.UUID | None
+    timestamp: datetime | None
+    published_at: datetime | None
+    is_deleted: bool | None
+    description: str | None
+    created_by: uuid.UUID | None
+    environment: str | None
+    fetched_at: datetime
+
+
+@dataclass(slots=True)
+class EventRow:
+    run_id: uuid.UUID
+    seq: int
+    type: str | None
+    timestamp: datetime | None
+    integration_name: str | None
+    event_name: str | None
+    node_id: str | None
+    output: str | None  # any JSON value, as JSON text; None is SQL NULL
+
+
+@dataclass(slots=True)
+class IntermediateRow:
+    run_id: uuid.UUID
+    seq: int
+    id: uuid.UUID | None
+    node_id: uuid.UUID | None
+    event_id: uuid.UUID | None
+    session_id: uuid.UUID | None
+    name: str | None
+    data: str | None  # any JSON value, as JSON text; None is SQL NULL
+    error: str | None
+    timestamp: datetime | None
+    data_deleted: bool | None
+
+
+@dataclass(slots=True)
+class SessionRow:
+    """A `session` event (one call or chat); `seq` is its position in `events`."""
+
+    run_id: uuid.UUID
+    seq: int
+    id: str | None
+    timestamp: datetime | None
+    duration: float | None
+    sip_code: str | None
+    sip_reason: str | None
+    actions: str | None  # any JSON value, as JSON text; None is SQL NULL
+
+
+@dataclass(slots=True)
+class MessageRow:
+    """`messages[seq]` of the session at `events[session_seq]`."""
+
+    run_id: uuid.UUID
+    session_seq: int
+    seq: int
+    id: uuid.UUID | None
+    session_id: uuid.UUID | None
+    chat_session_id: uuid.UUID | None
+    role: str | None
+    content: str | None
+    name: str | None
+    is_filler: bool | None
+    is_interrupted: bool | None
+    is_natural_cut: bool | None
+    timestamp: datetime | None
+    data_deleted: bool | None
+    tool_calls: str | None  # as sent, as JSON text; None is SQL NULL
+    latency_network: float | None
+    latency_initial_wait: float | None
+    latency_transcriber: float | None
+    latency_eos: float | None
+    latency_eos_wait: float | None
+    latency_llm: float | None
+    latency_tts: float | None
+
+
+@dataclass(slots=True)
+class ToolCallRow:
+    """`tool_calls[seq].function` of a message."""
+
+    run_id: uuid.UUID
+    session_seq: int
+    message_seq: int
+    seq: int
+    name: str | None
+    arguments: str | None  # JSON text as the API sends it (not parsed: it may not be JSON)
+
+
+@dataclass(slots=True)
+class IssueRow:
+    id: uuid.UUID
+    use_case_id: uuid.UUID | None
+    org_id: uuid.UUID | None
+    run_id: uuid.UUID
+    run_version_id: uuid.UUID | None
+    status: str | None
+    priority: str | None
+    created_at: datetime | None
+    type: str | None
+    updated_at: datetime | None
+    assignee: uuid.UUID | None
+    created_by: uuid.UUID | None
+    updated_by: uuid.UUID | None
+    message_id: uuid.UUID | None
+    correction: str | None
+    correction_reason: str | None
+    northstar_id: uuid.UUID | None
+
+
+@dataclass(slots=True)
+class PayloadRow:
+    run_id: uuid.UUID
+    body: bytes
+    sha256: str
+    fetched_at: datetime
+    drift: str  # the run's drift notes as a JSON array of {"kind", "detail"}
+
+
+@dataclass(slots=True)
+class RunRows:
+    """Everything one fetched run writes, in one transaction."""
+
+    run: RunRow
+    version: VersionRow | None
+    events: list[EventRow]
+    intermediates: list[IntermediateRow]
+    sessions: list[SessionRow]
+    messages: list[MessageRow]
+    tool_calls: list[ToolCallRow]
+    issues: list[IssueRow]
+    payload: PayloadRow
+    drift: list[DriftNote]
+
+    @property
+    def terminal(self) -> bool:
+        """The run will not change any more, except its issues (no refresh poll needed)."""
+        return self.run.status in TERMINAL_STATUSES
+
+    @property
+    def row_count(self) -> int:
+        """Rows this run writes across all tables (its version included)."""
+        return (
+            2  # runs + run_payloads
+            + (self.version is not None)
+            + len(self.events)
+            + len(self.intermediates)
+            + len(self.sessions)
+            + len(self.messages)
+            + len(self.tool_calls)
+            + len(self.issues)
+        )
+
+
+class PayloadRejected(Exception):
+    """The body cannot be stored; `reason` (also `str(exc)`) is one readable line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
