@@ -29,6 +29,7 @@ from ingest.config import FIELD_TO_VAR, ConfigError, Settings, load_settings
 from ingest.db.engine import create_engine
 from ingest.ids import BadLine, parse_lines, parse_run_id
 from ingest.logs import configure_logging, register_secret, scrub
+from ingest.timeparse import parse_duration, parse_time
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 ENQUEUE_CHUNK = 100_000
@@ -77,11 +78,8 @@ def _settings_flags() -> _Parser:
 TIME_HELP = "ISO-8601 date or date-time (UTC unless it says), or a time ago like 30d or 12h"
 
 
-# Argument types: a bad value becomes argparse's one-line error and exit 2. The discovery
-# module (and aiohttp behind it) is imported only when such a flag is given.
+# Argument types: a bad value becomes argparse's one-line error and exit 2.
 def _time_arg(text: str) -> datetime:
-    from ingest.discovery import parse_time
-
     try:
         return parse_time(text, datetime.now(UTC))
     except ValueError as exc:
@@ -89,8 +87,6 @@ def _time_arg(text: str) -> datetime:
 
 
 def _duration_arg(text: str) -> timedelta:
-    from ingest.discovery import parse_duration
-
     try:
         return parse_duration(text)
     except ValueError as exc:

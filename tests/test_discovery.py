@@ -115,19 +115,6 @@ def assert_not_relisted(calls: ListCalls, finished: list[tuple[datetime, datetim
 # -- parsing ---------------------------------------------------------------------------------
 
 
-def test_times_and_durations_parse() -> None:
-    t0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
-    assert discovery.parse_time("30d", t0) == t0 - timedelta(days=30)
-    assert discovery.parse_time("1h30m", t0) == t0 - timedelta(minutes=90)
-    assert discovery.parse_time("2024-06-01", t0) == datetime(2024, 6, 1, tzinfo=UTC)
-    assert discovery.parse_time("2024-06-01T10:00", t0) == datetime(2024, 6, 1, 10, tzinfo=UTC)
-    assert discovery.parse_time("2024-06-01T10:00+02:00", t0) == datetime(2024, 6, 1, 8, tzinfo=UTC)
-    assert discovery.parse_duration("30s") == timedelta(seconds=30)
-    for bad in ("yesterday", "30x", "-1d", "0s", ""):
-        with pytest.raises(ValueError):
-            discovery.parse_time(bad, t0)
-
-
 def test_gaps_skip_finished_windows() -> None:
     d = [datetime(2025, 1, day, tzinfo=UTC) for day in range(1, 11)]
     assert discovery._gaps(d[0], d[9], [(d[1], d[3]), (d[3], d[4]), (d[6], d[9])]) == [
