@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ingest import catalog, discovery
+from ingest import discovery
 from ingest.api.client import open_client
 from ingest.api.retry import RetryPolicy
 from ingest.config import Settings
-from ingest.discovery import Paging, SyncOptions
+from ingest.discovery import Paging, SyncOptions, catalog
 from ingest.simulator import Simulator
 from tests.helpers import api_settings, run_cli
 

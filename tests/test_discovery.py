@@ -19,7 +19,7 @@ from ingest.api.client import open_client
 from ingest.api.errors import ApiError
 from ingest.api.retry import RetryPolicy
 from ingest.config import Secret, Settings
-from ingest.discovery import Paging, SyncOptions
+from ingest.discovery import Paging, SyncOptions, listing
 from ingest.simulator import Simulator
 from ingest.simulator.data import FINISHED, RUNNING
 from ingest.worker import Worker, WorkerOptions
@@ -112,16 +112,16 @@ def assert_not_relisted(calls: ListCalls, finished: list[tuple[datetime, datetim
         assert not any(a <= start < b for a, b in finished), f"re-listed {start}"
 
 
-# -- parsing ---------------------------------------------------------------------------------
+# -- listing ---------------------------------------------------------------------------------
 
 
 def test_gaps_skip_finished_windows() -> None:
     d = [datetime(2025, 1, day, tzinfo=UTC) for day in range(1, 11)]
-    assert discovery._gaps(d[0], d[9], [(d[1], d[3]), (d[3], d[4]), (d[6], d[9])]) == [
+    assert listing.uncovered(d[0], d[9], [(d[1], d[3]), (d[3], d[4]), (d[6], d[9])]) == [
         (d[0], d[1]),
         (d[4], d[6]),
     ]
-    assert discovery._gaps(d[2], d[5], [(d[0], d[8])]) == []
+    assert listing.uncovered(d[2], d[5], [(d[0], d[8])]) == []
 
 
 class FakeList:
@@ -146,7 +146,7 @@ async def test_listing_refuses_an_api_that_breaks_paging(
         {"id": str(uuid.uuid4()), "timestamp": (t0 + timedelta(seconds=i)).isoformat()}
         for i in range(4)
     ]
-    lister = discovery._Lister(
+    lister = listing.Lister(
         FakeList(list(order(page))),  # type: ignore[arg-type]
         Paging(page_size=4, max_pages=2),
         discovery.Filters(),

@@ -29,6 +29,7 @@ from ingest.api.client import ApiClient
 from ingest.api.errors import ApiError
 from ingest.db import tables
 from ingest.db.engine import driver_connection
+from ingest.discovery.state import read_watermark, write_watermark
 from ingest.logs import get_logger
 
 # Reused, not copied: a catalog version is a run's `version` object, so it is read by the
@@ -186,10 +187,6 @@ _USAGE = _Target.of(tables.usage, UsageRow)
 _UPSERT_USAGE = _USAGE.insert(
     f"ON CONFLICT ({', '.join(_USAGE_KEY)}) DO UPDATE SET {_USAGE.set_all(*_USAGE_KEY)}"
 )
-_SET_STATE = """
-INSERT INTO sync_state (name, watermark) VALUES ($1, $2)
-ON CONFLICT (name) DO UPDATE SET watermark = excluded.watermark, updated_at = now()
-"""
 
 K = TypeVar("K")
 R = TypeVar("R")
@@ -200,15 +197,6 @@ def _unique(rows: Sequence[R], key: Callable[[R], K]) -> list[R]:
     fail), in key order, so that concurrent writers lock rows in the same order."""
     by_key = {key(r): r for r in rows}
     return [by_key[k] for k in sorted(by_key)]  # type: ignore[type-var]
-
-
-async def _state(engine: AsyncEngine, name: str) -> datetime | None:
-    async with engine.connect() as conn:
-        db = await driver_connection(conn)
-        watermark: datetime | None = await db.fetchval(
-            "SELECT watermark FROM sync_state WHERE name = $1", name
-        )
-    return watermark
 
 
 # -- refresh ---------------------------------------------------------------------------------
@@ -257,9 +245,9 @@ async def refresh(
     logged and put in the result, never raised."""
     result = CatalogResult()
     now = _utcnow()
-    if _due(await _state(engine, USE_CASES_STATE), now):
+    if _due(await read_watermark(engine, USE_CASES_STATE), now):
         await _guarded(result, "use cases", _refresh_use_cases(engine, client, now, result))
-    covered = await _state(engine, USAGE_STATE) if hourly_usage else None
+    covered = await read_watermark(engine, USAGE_STATE) if hourly_usage else None
     if not hourly_usage or _due(covered, now):
         since = since if covered is None else min(since, covered)
         state = USAGE_STATE if hourly_usage else None
@@ -311,7 +299,7 @@ async def _refresh_use_cases(
             await db.execute(_UPSERT_USE_CASES, *_USE_CASES.arrays(use_cases))
         if versions:
             await db.execute(_UPSERT_VERSIONS, *_VERSIONS.arrays(versions))
-        await db.execute(_SET_STATE, USE_CASES_STATE, now)
+        await write_watermark(conn, USE_CASES_STATE, now)
     result.use_cases, result.versions = len(use_cases), len(versions)
 
 
@@ -336,7 +324,7 @@ async def _refresh_usage(
         if usage:
             await db.execute(_UPSERT_USAGE, *_USAGE.arrays(usage))
         if state is not None:
-            await db.execute(_SET_STATE, state, until)
+            await write_watermark(conn, state, until)
     result.usage = len(usage)
 
 

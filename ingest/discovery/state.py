@@ -1,0 +1,222 @@
+"""Every SQL statement of discovery: listed runs into `runs`, the sub-windows `discover` has
+finished (`discovery_windows`), the watermarks of `sync_state`, the sync lock, and the runs
+`sync` enqueues again."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ingest import queue
+from ingest.db.engine import driver_connection
+from ingest.discovery.listing import ListedRun, Slice
+
+NON_TERMINAL = ("scheduled", "running")
+# Two int4 keys for pg_try_advisory_lock: this constant, and a hash of the schema name, so
+# syncs of different schemas in one database do not block each other.
+_SYNC_LOCK_CLASS = 0x68725359  # "hrSY"
+
+
+# -- listed runs -----------------------------------------------------------------------------
+
+_UPSERT_LISTED = """
+WITH listed AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+                         $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[])
+        AS l(id, org_id, use_case_id, version_id, status, annotation, "timestamp",
+             completed_at, data)
+),
+prior AS (
+    SELECT r.id, r.status, r.fetched_at FROM runs r JOIN listed USING (id)
+),
+upserted AS (
+    INSERT INTO runs AS r (id, org_id, use_case_id, version_id, status, annotation,
+                           "timestamp", completed_at, data, listed_at)
+    SELECT id, org_id, use_case_id, version_id, status, annotation, "timestamp",
+           completed_at, data::jsonb, now()
+    FROM listed
+    ON CONFLICT (id) DO UPDATE SET
+        -- a run does not un-complete: a listing without the field keeps what we had; once a
+        -- fetch has its own completed_at, that one wins
+        completed_at = CASE WHEN r.fetched_at IS NULL
+                            THEN coalesce(excluded.completed_at, r.completed_at)
+                            ELSE coalesce(r.completed_at, excluded.completed_at) END,
+        data = coalesce(excluded.data, r.data),
+        listed_at = excluded.listed_at,
+        org_id = CASE WHEN r.fetched_at IS NULL THEN excluded.org_id ELSE r.org_id END,
+        use_case_id = CASE WHEN r.fetched_at IS NULL
+                           THEN excluded.use_case_id ELSE r.use_case_id END,
+        version_id = CASE WHEN r.fetched_at IS NULL
+                          THEN excluded.version_id ELSE r.version_id END,
+        status = CASE WHEN r.fetched_at IS NULL THEN excluded.status ELSE r.status END,
+        annotation = CASE WHEN r.fetched_at IS NULL
+                          THEN excluded.annotation ELSE r.annotation END,
+        "timestamp" = CASE WHEN r.fetched_at IS NULL
+                           THEN excluded."timestamp" ELSE r."timestamp" END,
+        updated_at = now()
+)
+-- `prior` reads the rows as they were before the upsert (one snapshot for the statement)
+SELECT l.id FROM listed l LEFT JOIN prior p USING (id)
+WHERE p.id IS NULL OR p.fetched_at IS NULL OR p.status IS DISTINCT FROM l.status
+"""
+
+
+async def store_listed(conn: AsyncConnection, runs: Sequence[ListedRun]) -> list[uuid.UUID]:
+    """Upsert listed runs into `runs` (in the caller's transaction); returns the ids that
+    need a fetch: unknown before, never fetched, or listed with a different status."""
+    if not runs:
+        return []
+    db = await driver_connection(conn)
+    columns = list(
+        zip(
+            *(
+                (
+                    r.id,
+                    r.org_id,
+                    r.use_case_id,
+                    r.version_id,
+                    r.status,
+                    r.annotation,
+                    r.timestamp,
+                    r.completed_at,
+                    r.data,
+                )
+                for r in runs
+            ),
+            strict=True,
+        )
+    )
+    rows = await db.fetch(_UPSERT_LISTED, *(list(c) for c in columns))
+    return [r["id"] for r in rows]
+
+
+# -- finished sub-windows --------------------------------------------------------------------
+
+
+async def finished_windows(
+    engine: AsyncEngine, scope: str, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The sub-windows earlier discovers under `scope` finished that overlap [start, end),
+    oldest first."""
+    async with engine.connect() as conn:
+        db = await driver_connection(conn)
+        rows = await db.fetch(
+            "SELECT window_start, window_end FROM discovery_windows"
+            " WHERE scope = $1 AND window_end > $2 AND window_start < $3 ORDER BY window_start",
+            scope,
+            start,
+            end,
+        )
+    return [(r["window_start"], r["window_end"]) for r in rows]
+
+
+async def record_window(conn: AsyncConnection, scope: str, piece: Slice) -> None:
+    """Record `piece` as finished under `scope`, in the caller's transaction (with its runs)."""
+    db = await driver_connection(conn)
+    await db.execute(
+        """
+        INSERT INTO discovery_windows (scope, window_start, window_end, runs_found)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (scope, window_start) DO UPDATE SET
+            window_end = greatest(discovery_windows.window_end, excluded.window_end),
+            runs_found = excluded.runs_found, finished_at = now()
+        """,
+        scope,
+        piece.start,
+        piece.end,
+        len(piece.runs),
+    )
+
+
+# -- watermarks ------------------------------------------------------------------------------
+
+_SET_WATERMARK = """
+INSERT INTO sync_state (name, watermark) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET watermark = excluded.watermark, updated_at = now()
+"""
+
+
+async def read_watermark(engine: AsyncEngine, name: str) -> datetime | None:
+    """The `sync_state` row `name` (sync's and the catalog's parts each keep one)."""
+    async with engine.connect() as conn:
+        db = await driver_connection(conn)
+        watermark: datetime | None = await db.fetchval(
+            "SELECT watermark FROM sync_state WHERE name = $1", name
+        )
+    return watermark
+
+
+async def write_watermark(conn: AsyncConnection, name: str, at: datetime) -> None:
+    """Move `name` to `at`, in the caller's transaction (so it moves only with what it
+    covers)."""
+    db = await driver_connection(conn)
+    await db.execute(_SET_WATERMARK, name, at)
+
+
+# -- sync: the lock and the runs enqueued again ----------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def sync_lock(engine: AsyncEngine) -> AsyncIterator[bool]:
+    """Session-level advisory lock on a connection of its own, held for the block: yields
+    False at once if another sync holds it. A killed process's lock goes with its session."""
+    async with engine.connect() as conn:
+        db = await driver_connection(conn)
+        held = bool(
+            await db.fetchval(
+                "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))", _SYNC_LOCK_CLASS
+            )
+        )
+        try:
+            yield held
+        finally:
+            if held:
+                try:
+                    await db.fetchval(
+                        "SELECT pg_advisory_unlock($1, hashtext(current_schema()))",
+                        _SYNC_LOCK_CLASS,
+                    )
+                except Exception:
+                    # Never hand a connection that may still hold the lock back to the pool.
+                    await conn.invalidate()
+                    raise
+
+
+async def requeue_non_terminal(engine: AsyncEngine, days: float) -> int:
+    """Enqueue runs still not terminal that started within `days`; returns how many were
+    added or refreshed in the queue."""
+    return await _requeue(
+        engine,
+        "SELECT id FROM runs WHERE status = ANY($1::text[])"
+        ' AND coalesce("timestamp", listed_at) > now() - make_interval(secs => $2)',
+        list(NON_TERMINAL),
+        days * 86400.0,
+    )
+
+
+async def requeue_finished(engine: AsyncEngine, days: float, age: timedelta) -> int:
+    """Enqueue terminal runs finished within `days` and last fetched longer than `age` ago
+    (their issues keep changing after the run ends)."""
+    return await _requeue(
+        engine,
+        "SELECT id FROM runs WHERE NOT status = ANY($1::text[])"
+        ' AND coalesce(completed_at, "timestamp")'
+        "     > now() - make_interval(secs => $2)"
+        " AND fetched_at < now() - make_interval(secs => $3)",
+        list(NON_TERMINAL),
+        days * 86400.0,
+        age.total_seconds(),
+    )
+
+
+async def _requeue(engine: AsyncEngine, sql: str, *args: Any) -> int:
+    async with engine.begin() as conn:
+        db = await driver_connection(conn)
+        ids = [r["id"] for r in await db.fetch(sql, *args)]
+        result = await queue.enqueue(conn, ids, source="sync")
+    return result.added + result.refreshed
