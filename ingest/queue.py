@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ingest.db.engine import driver_connection
+from ingest.failures import Failure
 
 
 def notify_channel(schema: str) -> str:
@@ -206,16 +207,14 @@ async def fail(
     conn: AsyncConnection,
     owner: str,
     run_id: uuid.UUID,
-    error: str,
+    failure: Failure,
     *,
     max_attempts: int,
-    http_status: int | None = None,
-    body: bytes | None = None,
     delay_s: float = 0.0,
 ) -> str:
     """A failed attempt: the next one waits `delay_s` in the queue (no lease held), or the
     run is dead-lettered once it has had `max_attempts`. Returns the new state ('pending',
-    'dead', or '' if the run is not ours any more)."""
+    'dead', or '' if the run is not ours any more: nothing is recorded then)."""
     db = await driver_connection(conn)
     attempts = await db.fetchval(
         "SELECT attempts FROM ingest_queue WHERE run_id = $1 AND state = 'running'"
@@ -226,10 +225,8 @@ async def fail(
     if attempts is None:
         return ""
     if attempts >= max_attempts:
-        await dead_letter(
-            conn, owner, run_id, f"{error} (after {attempts} attempts)", http_status, body
-        )
-        return "dead"
+        reason = f"{failure.reason} (after {attempts} attempts)"
+        return "dead" if await _bury(db, owner, run_id, failure, reason) else ""
     await db.execute(
         """
         UPDATE ingest_queue SET state = 'pending', last_error = $3,
@@ -239,22 +236,22 @@ async def fail(
         """,
         run_id,
         owner,
-        error,
+        failure.reason,
         delay_s,
     )
     return "pending"
 
 
 async def dead_letter(
-    conn: AsyncConnection,
-    owner: str,
-    run_id: uuid.UUID,
-    reason: str,
-    http_status: int | None = None,
-    body: bytes | None = None,
+    conn: AsyncConnection, owner: str, run_id: uuid.UUID, failure: Failure
 ) -> bool:
-    """Give up on a run for good: state dead, and the reason with the raw body kept."""
+    """Give up on a run for good: state dead, its failure kept with the raw body. False when
+    the run is not ours any more (its lease was lost): nothing is recorded then."""
     db = await driver_connection(conn)
+    return await _bury(db, owner, run_id, failure, failure.reason)
+
+
+async def _bury(db: Any, owner: str, run_id: uuid.UUID, failure: Failure, reason: str) -> bool:
     attempts = await db.fetchval(
         """
         UPDATE ingest_queue SET state = 'dead', last_error = $3, lease_owner = NULL,
@@ -271,16 +268,17 @@ async def dead_letter(
         return False
     await db.execute(
         """
-        INSERT INTO dead_letters (run_id, reason, http_status, body, attempts)
-        VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (run_id) DO UPDATE SET reason = excluded.reason,
+        INSERT INTO dead_letters (run_id, kind, reason, http_status, body, attempts)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (run_id) DO UPDATE SET kind = excluded.kind, reason = excluded.reason,
             http_status = excluded.http_status, body = excluded.body,
             attempts = excluded.attempts, created_at = now()
         """,
         run_id,
+        failure.kind.value,
         reason,
-        http_status,
-        body,
+        failure.http_status,
+        failure.body,
         attempts,
     )
     return True
@@ -350,6 +348,8 @@ async def next_due_in(conn: AsyncConnection) -> float | None:
 async def record_batch(
     conn: AsyncConnection, worker: str, runs_done: int, runs_failed: int, rows: int
 ) -> None:
+    """One row of throughput history per transaction that finished runs: a batch stored
+    (`runs_done`), or its failed attempts recorded (`runs_failed`)."""
     db = await driver_connection(conn)
     await db.execute(
         "INSERT INTO ingest_batches (worker, runs_done, runs_failed, rows_written)"

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import re
 import socket
 import time
 import uuid
@@ -20,13 +19,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import aiohttp
 import asyncpg
 import structlog
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest import queue
-from ingest.api.client import ApiClient
+from ingest.api.client import ApiClient, FetchedRun
 from ingest.api.errors import (
     ApiError,
     AuthError,
@@ -38,6 +38,7 @@ from ingest.api.errors import (
 from ingest.api.retry import backoff
 from ingest.config import Settings
 from ingest.db.engine import driver_connection
+from ingest.failures import Failure, FailureKind
 from ingest.normalize import PayloadRejected, RunRows, normalize
 from ingest.store import store_batch
 
@@ -73,7 +74,8 @@ class WorkerStats:
     dead: int = 0
     rows: int = 0
     batches: int = 0
-    failures_by_reason: dict[str, int] = field(default_factory=dict)
+    lost: int = 0  # failed attempts not recorded: another worker held the run by then
+    failures_by_kind: dict[FailureKind, int] = field(default_factory=dict)
     batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # metrics
 
     @property
@@ -91,14 +93,10 @@ class _Stored:
     rows: RunRows
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Failed:
     claim: queue.Claim
-    reason: str
-    permanent: bool  # straight to the dead letter
-    retry_after_s: float | None = None
-    http_status: int | None = None
-    body: bytes | None = None
+    failure: Failure
 
 
 _Outcome = _Stored | _Failed
@@ -145,18 +143,38 @@ def _database_unreachable(exc: BaseException) -> bool:
     return False
 
 
-def _reason_kind(reason: str) -> str:
-    """The stable part of a reason ("HTTP 500", "payload rejected"): a metrics label and a
-    `status` group, never one value per run."""
-    return reason.split(":", 1)[0]
+def _api_failure(exc: PermanentError | RetryableError, run_id: uuid.UUID) -> Failure:
+    """A failed GET /runs/<id>, sorted by the error's type, status and cause, never by its
+    wording."""
+    # The client's message repeats the request and the status; both are known here, and the
+    # reason states the status once (Failure.reason).
+    detail = str(exc).removeprefix(f"GET /runs/{run_id}: ")
+    if exc.status is not None:
+        detail = detail.removeprefix(f"HTTP {exc.status}: ")
+    return Failure(
+        kind=_api_kind(exc),
+        detail=detail,
+        permanent=isinstance(exc, PermanentError),
+        http_status=exc.status,
+        body=exc.body,
+        retry_after=exc.retry_after if isinstance(exc, RetryableError) else None,
+    )
 
 
-def _api_reason(exc: ApiError) -> str:
-    # The client's messages start with "GET /runs/<id>: "; the run is known, the rest is news.
-    text = re.sub(r"^GET \S+: ", "", str(exc))
-    if exc.status is not None and not text.startswith("HTTP "):
-        text = f"HTTP {exc.status}: {text}"
-    return text
+def _api_kind(exc: ApiError) -> FailureKind:
+    if exc.status is None:
+        # No answer. The client raises its error while handling the transport's (`from None`
+        # hides that from tracebacks, not from __context__). Better said by the client itself
+        # (api/ may import ingest.failures) once api/ is reshaped.
+        if isinstance(exc.__context__, TimeoutError):
+            return FailureKind.TIMEOUT
+        if isinstance(exc.__context__, aiohttp.ClientPayloadError):
+            return FailureKind.CUT_TRANSFER
+        return FailureKind.CONNECTION
+    if 200 <= exc.status < 300:
+        # A success whose body has no framing to prove it whole, and does not parse.
+        return FailureKind.CUT_TRANSFER
+    return FailureKind.of_http_status(exc.status)
 
 
 class _Listener:
@@ -356,28 +374,54 @@ class Worker:
                 await self._to_store.put(outcome)
 
     async def _process(self, claim: queue.Claim) -> _Outcome | None:
+        fetched = await self._fetch(claim)
+        if not isinstance(fetched, FetchedRun):
+            return fetched
         try:
-            fetched = await self.client.get_run(claim.run_id)
-        except AuthError as exc:
-            self._fatal = (
-                f"the API refused the credentials (HTTP {exc.status}): check HAPPYROBOT_API_KEY"
-                " and HAPPYROBOT_ORG_ID"
+            rows = normalize(
+                fetched.body, claim.run_id, fetched.fetched_at, document=fetched.document
             )
-            log.error("API refused credentials; stopping", status=exc.status)
-            self._let_go([claim.run_id])
-            await self._retry_db(lambda: self._release([claim.run_id]), attempts=3)
-            self.stop()
+        except PayloadRejected as exc:
+            failure = Failure(
+                kind=FailureKind.PAYLOAD_REJECTED,
+                detail=str(exc),
+                permanent=True,
+                http_status=fetched.status,
+                body=fetched.body,
+            )
+            return _Failed(claim=claim, failure=failure)
+        except Exception as exc:  # a normalizer bug must not lose the body either
+            log.exception("normalize crashed")
+            failure = Failure(
+                kind=FailureKind.NORMALIZE_ERROR,
+                detail=f"{type(exc).__name__}: {exc}",
+                permanent=True,
+                body=fetched.body,
+            )
+            return _Failed(claim=claim, failure=failure)
+        return _Stored(claim, rows)
+
+    async def _fetch(self, claim: queue.Claim) -> FetchedRun | _Failed | None:
+        """The run's body, or why not (None: nothing to record, the run went back or the
+        worker is stopping)."""
+        try:
+            return await self.client.get_run(claim.run_id)
+        except AuthError as exc:
+            await self._refused_credentials(claim, exc)
             return None
         except InvalidBody as exc:
             # A payload fault, worded and dead-lettered as normalize's refusals are.
-            reason = f"payload rejected: {exc.reason}"
-            return _Failed(claim, reason, True, None, exc.status, exc.body)
-        except PermanentError as exc:
-            return _Failed(claim, _api_reason(exc), True, None, exc.status, exc.body)
-        except RetryableError as exc:
-            return _Failed(claim, _api_reason(exc), False, exc.retry_after, exc.status, exc.body)
+            failure = Failure(
+                kind=FailureKind.INVALID_BODY,
+                detail=exc.reason,
+                permanent=True,
+                http_status=exc.status,
+                body=exc.body,
+            )
+        except (PermanentError, RetryableError) as exc:
+            failure = _api_failure(exc, claim.run_id)
         except InvalidRunId as exc:
-            return _Failed(claim, f"invalid run id: {exc}", True)
+            failure = Failure(kind=FailureKind.INVALID_RUN_ID, detail=str(exc), permanent=True)
         except Exception as exc:  # never let one run kill the worker
             if _database_unreachable(exc):
                 # The shared rate limiter lost its database: not the run's fault, so it gets
@@ -386,26 +430,19 @@ class Worker:
                 await self._retry_db(functools.partial(self._release, [claim.run_id]))
                 return None
             log.exception("unexpected fetch error")
-            return _Failed(claim, f"unexpected: {type(exc).__name__}: {exc}", False)
-        try:
-            rows = normalize(
-                fetched.body, claim.run_id, fetched.fetched_at, document=fetched.document
-            )
-        except PayloadRejected as exc:
-            return _Failed(
-                claim, f"payload rejected: {exc}", True, None, fetched.status, fetched.body
-            )
-        except Exception as exc:  # a normalizer bug must not lose the body either
-            log.exception("normalize crashed")
-            return _Failed(
-                claim,
-                f"normalize error: {type(exc).__name__}: {exc}",
-                True,
-                None,
-                None,
-                fetched.body,
-            )
-        return _Stored(claim, rows)
+            detail = f"{type(exc).__name__}: {exc}"
+            failure = Failure(kind=FailureKind.UNEXPECTED, detail=detail, permanent=False)
+        return _Failed(claim=claim, failure=failure)
+
+    async def _refused_credentials(self, claim: queue.Claim, exc: AuthError) -> None:
+        self._fatal = (
+            f"the API refused the credentials (HTTP {exc.status}): check HAPPYROBOT_API_KEY"
+            " and HAPPYROBOT_ORG_ID"
+        )
+        log.error("API refused credentials; stopping", status=exc.status)
+        self._let_go([claim.run_id])
+        await self._retry_db(lambda: self._release([claim.run_id]), attempts=3)
+        self.stop()
 
     # -- store + complete ------------------------------------------------------------------
 
@@ -442,8 +479,8 @@ class Worker:
     async def _write(self, batch: list[_Outcome]) -> None:
         failed = [b for b in batch if isinstance(b, _Failed)]
         stored = [b for b in batch if isinstance(b, _Stored)]
-        for f in failed:
-            await self._retry_db(functools.partial(self._record_failure, f))
+        if failed:
+            await self._retry_db(functools.partial(self._record_failures, failed))
         if stored:
             await self._store(stored)
 
@@ -453,15 +490,22 @@ class Worker:
         except Exception as exc:
             # A statement error: find the run that causes it rather than failing them all.
             if len(stored) == 1:
-                s = stored[0]
-                reason = f"store error: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-                log.error("run could not be stored", run_id=str(s.claim.run_id), error=reason)
-                failure = _Failed(s.claim, reason, _caused_by_values(exc), body=s.rows.payload.body)
-                await self._retry_db(lambda: self._record_failure(failure))
+                await self._unstorable(stored[0], exc)
                 return
             half = len(stored) // 2
             await self._store(stored[:half])
             await self._store(stored[half:])
+
+    async def _unstorable(self, s: _Stored, exc: Exception) -> None:
+        failure = Failure(
+            kind=FailureKind.STORE_ERROR,
+            detail=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
+            permanent=_caused_by_values(exc),
+            body=s.rows.payload.body,
+        )
+        log.error("run could not be stored", run_id=str(s.claim.run_id), error=failure.reason)
+        failed = _Failed(claim=s.claim, failure=failure)
+        await self._retry_db(functools.partial(self._record_failures, [failed]))
 
     async def _commit(self, stored: list[_Stored]) -> None:
         done = [s.claim.run_id for s in stored if s.rows.terminal]
@@ -482,39 +526,53 @@ class Worker:
         self.stats.batches += 1
         self._let_go([s.claim.run_id for s in stored])
 
-    async def _record_failure(self, f: _Failed) -> None:
+    async def _record_failures(self, failed: list[_Failed]) -> None:
+        """Each failed attempt in the queue (retry later, or the dead letter), and how many
+        were recorded in `ingest_batches`, in one transaction."""
         async with self.engine.begin() as conn:
-            if f.permanent:
-                await queue.dead_letter(
-                    conn, self.id, f.claim.run_id, f.reason, f.http_status, f.body
-                )
-                state = "dead"
-            else:
-                state = await queue.fail(
-                    conn,
-                    self.id,
-                    f.claim.run_id,
-                    f.reason,
-                    max_attempts=self.settings.max_attempts,
-                    http_status=f.http_status,
-                    body=f.body,
-                    delay_s=self._retry_delay(f),
-                )
-        self._let_go([f.claim.run_id])
-        kind = _reason_kind(f.reason)
-        self.stats.failures_by_reason[kind] = self.stats.failures_by_reason.get(kind, 0) + 1
+            states = [await self._record_failure(conn, f) for f in failed]
+            recorded = sum(1 for state in states if state)
+            if recorded:
+                await queue.record_batch(conn, self.id, 0, recorded, 0)
+        self._let_go([f.claim.run_id for f in failed])
+        for f, state in zip(failed, states, strict=True):
+            self._count_failure(f, state)
+
+    async def _record_failure(self, conn: AsyncConnection, f: _Failed) -> str:
+        """The run's new state: 'dead', 'pending', or '' when its lease was lost meanwhile
+        (another worker has it now: nothing of this attempt is recorded)."""
+        if f.failure.permanent:
+            lettered = await queue.dead_letter(conn, self.id, f.claim.run_id, f.failure)
+            return "dead" if lettered else ""
+        return await queue.fail(
+            conn,
+            self.id,
+            f.claim.run_id,
+            f.failure,
+            max_attempts=self.settings.max_attempts,
+            delay_s=self._retry_delay(f),
+        )
+
+    def _count_failure(self, f: _Failed, state: str) -> None:
+        run_id, reason = str(f.claim.run_id), f.failure.reason
+        if not state:
+            self.stats.lost += 1
+            log.warning("run's lease was lost: another worker has it", run_id=run_id, reason=reason)
+            return
+        kind = f.failure.kind
+        self.stats.failures_by_kind[kind] = self.stats.failures_by_kind.get(kind, 0) + 1
         if state == "dead":
             self.stats.dead += 1
-            log.warning("run dead-lettered", run_id=str(f.claim.run_id), reason=f.reason)
-        elif state == "pending":
+            log.warning("run dead-lettered", run_id=run_id, kind=kind.value, reason=reason)
+        else:
             self.stats.retried += 1
-            log.info("run will be retried", run_id=str(f.claim.run_id), reason=f.reason)
+            log.info("run will be retried", run_id=run_id, kind=kind.value, reason=reason)
 
     def _retry_delay(self, f: _Failed) -> float:
         o = self.options
         jittered = backoff(f.claim.attempt, base=o.retry_base_s, cap=o.retry_cap_s)
         # Never sooner than the API asked, nor (full jitter can draw ~0) at once.
-        return max(f.retry_after_s or 0.0, jittered, o.retry_base_s / 2)
+        return max(f.failure.retry_after or 0.0, jittered, o.retry_base_s / 2)
 
     async def _retry_db(self, action: Callable[[], Awaitable[T]], attempts: int = 0) -> T:
         """Run `action`, waiting out a database that is unreachable (0 attempts: forever,

@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest.config import Settings
 from ingest.db.engine import create_engine
-from ingest.ops.metrics import Metrics, exposed_names, reason_label
+from ingest.failures import Failure
+from ingest.ops import status
+from ingest.ops.metrics import Metrics, exposed_names
 from ingest.ops.server import OpsServer
 from ingest.simulator import Simulator
 from ingest.worker import FatalApiError
@@ -91,8 +93,8 @@ async def test_metrics_move_when_a_drain_runs(
     assert value(after, "hr_ingest_runs_polled_total") == stats.polled
     assert value(after, "hr_ingest_runs_dead_lettered_total") == 1
     assert value(after, "hr_ingest_runs_retried_total") == 1
-    assert value(after, "hr_ingest_runs_failed_total", reason="HTTP 404") == 1
-    assert value(after, "hr_ingest_runs_failed_total", reason="HTTP 500") == 1
+    assert value(after, "hr_ingest_runs_failed_total", reason="not_found") == 1
+    assert value(after, "hr_ingest_runs_failed_total", reason="http_5xx") == 1
     # Every run answered 200 once, except the 404; the flaky one also answered 500 three times.
     assert value(after, "hr_ingest_http_requests_total", status="200") == RUNS - 1
     assert value(after, "hr_ingest_http_requests_total", status="404") == 1
@@ -129,9 +131,14 @@ async def test_status_document_holds_what_the_database_holds(
     assert snap["done_last_hour"] == sum(snap["done_per_minute"]) == done
     assert len(snap["done_per_minute"]) == 60
     assert [d["run_id"] for d in snap["dead_letters"]] == [str(gone)]
-    assert snap["dead_letters"][0]["reason"].startswith("HTTP 404")
+    assert snap["dead_letters"][0]["reason"].startswith("HTTP 404: Run not found")
+    assert snap["dead_letters"][0]["kind"] == "not_found"
+    assert snap["dead_by_kind"] == [{"kind": "not_found", "phrase": "HTTP 404", "runs": 1}]
     assert doc["worker"]["done"] == done
-    assert doc["worker"]["failures_by_reason"] == {"HTTP 404": 1, "HTTP 500": 1}
+    assert doc["worker"]["failures_by_kind"] == [
+        {"kind": "http_5xx", "phrase": "HTTP 5xx", "attempts": 1},
+        {"kind": "not_found", "phrase": "HTTP 404", "attempts": 1},
+    ]
     assert API_KEY not in json.dumps(doc)
     assert settings.database_url is not None
     assert settings.database_url.reveal() not in json.dumps(doc)
@@ -190,13 +197,34 @@ async def test_readyz_fails_once_the_api_refuses_the_credentials(
     assert "wrong-key" not in body
 
 
-def test_failure_reasons_become_a_small_set_of_labels() -> None:
-    assert reason_label("HTTP 404") == "HTTP 404"
-    body = "truncated or unparsable body"
-    assert reason_label(f"{body} (1234 bytes)") == body
-    assert reason_label("GET /runs/0b7e3c1a-8a54-4f0e-9a53-2f9a9f3c7d11") == "GET /runs/{id}"
-    assert reason_label("") == "unknown"
-    assert len(reason_label("x" * 500)) == 60
+async def test_reworded_failures_keep_their_labels_and_status_groups(
+    settings: Settings, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labels and groups come from the kind: neither the API's words nor ours change them."""
+    monkeypatch.setattr(Failure, "reason", property(lambda f: f"reworded: {f.detail}!"))
+    async with Simulator(runs=4, seed=11, api_key=API_KEY) as sim:
+        ids = sim.run_ids()
+        for run_id, message in zip(ids, ["Run not found", "deleted 3 days ago"], strict=False):
+            sim.set_status_override(run_id, 404, f'{{"message": "{message}"}}'.encode())
+        sim.set_status_override(ids[2], 502, b"<html>bad gateway</html>", times=3)
+        await enqueue(engine, ids)
+        async with served_worker(api_settings(settings, sim), engine) as served:
+            await served.worker.run()
+            await served.server.poller.refresh()
+            samples, doc = await scrape(served.server), await status_json(served.server)
+    report = await status.collect(engine)
+
+    reasons = await scalar(engine, "SELECT array_agg(reason ORDER BY reason) FROM dead_letters")
+    assert reasons == ["reworded: Run not found!", "reworded: deleted 3 days ago!"]
+    failed = {
+        dict(labels)["reason"]: n
+        for (name, labels), n in samples.items()
+        if name == "hr_ingest_runs_failed_total"
+    }
+    assert failed == {"not_found": 2, "http_5xx": 1}
+    assert report.dead_reasons == [("HTTP 404", 2)]
+    snap: Any = doc["snapshot"]
+    assert snap["dead_by_kind"] == [{"kind": "not_found", "phrase": "HTTP 404", "runs": 2}]
 
 
 def test_grafana_dashboard_queries_only_metrics_that_exist() -> None:

@@ -7,6 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest import queue
+from ingest.failures import Failure, FailureKind
 
 
 def ids(n: int) -> list[uuid.UUID]:
@@ -92,6 +93,15 @@ async def test_expired_lease_is_reclaimed_and_old_owner_cannot_complete(
     assert (await states(engine))[run][0] == "done"
 
 
+UNAVAILABLE = Failure(
+    kind=FailureKind.HTTP_5XX,
+    detail="down for maintenance",
+    permanent=False,
+    http_status=503,
+    body=b"oops",
+)
+
+
 async def test_failures_back_off_then_dead_letter_with_body(engine: AsyncEngine) -> None:
     (run,) = ids(1)
     async with engine.begin() as conn:
@@ -101,16 +111,7 @@ async def test_failures_back_off_then_dead_letter_with_body(engine: AsyncEngine)
             await conn.execute(text("UPDATE ingest_queue SET available_at = now()"))
             (claim,) = await queue.claim(conn, "w", 1, 60)
             assert claim.attempt == attempt
-            state = await queue.fail(
-                conn,
-                "w",
-                run,
-                "HTTP 503",
-                max_attempts=3,
-                http_status=503,
-                body=b"oops",
-                delay_s=30,
-            )
+            state = await queue.fail(conn, "w", run, UNAVAILABLE, max_attempts=3, delay_s=30)
         assert state == ("dead" if attempt == 3 else "pending")
         if state == "pending":
             async with engine.connect() as conn:
@@ -122,17 +123,44 @@ async def test_failures_back_off_then_dead_letter_with_body(engine: AsyncEngine)
                         )
                     )
                 ).one()
-            assert due == (True, "HTTP 503")
+            assert due == (True, "HTTP 503: down for maintenance")
     async with engine.connect() as conn:
         dead = (
-            await conn.execute(text("SELECT reason, http_status, body, attempts FROM dead_letters"))
+            await conn.execute(
+                text("SELECT kind, reason, http_status, body, attempts FROM dead_letters")
+            )
         ).one()
-    assert dead == ("HTTP 503 (after 3 attempts)", 503, b"oops", 3)
+    assert dead == (
+        "http_5xx",
+        "HTTP 503: down for maintenance (after 3 attempts)",
+        503,
+        b"oops",
+        3,
+    )
     async with engine.begin() as conn:
         assert await queue.retry_dead(conn) == 1
     assert (await states(engine))[run] == ("pending", 0, False)
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM dead_letters"))).scalar() == 0
+
+
+async def test_a_failure_after_the_lease_was_lost_records_nothing(engine: AsyncEngine) -> None:
+    (run,) = ids(1)
+    async with engine.begin() as conn:
+        await queue.enqueue(conn, [run])
+        await queue.claim(conn, "slow", 1, 60)
+        # The lease ran out and another worker claimed the run while "slow" was still at it.
+        await conn.execute(text("UPDATE ingest_queue SET lease_owner = 'fast'"))
+    async with engine.begin() as conn:
+        assert await queue.dead_letter(conn, "slow", run, UNAVAILABLE) is False
+        assert await queue.fail(conn, "slow", run, UNAVAILABLE, max_attempts=1) == ""
+        assert await queue.fail(conn, "slow", run, UNAVAILABLE, max_attempts=9) == ""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(text("SELECT state, lease_owner, last_error FROM ingest_queue"))
+        ).one()
+        assert (await conn.execute(text("SELECT count(*) FROM dead_letters"))).scalar() == 0
+    assert tuple(row) == ("running", "fast", None)
 
 
 async def test_release_gives_the_attempt_back(engine: AsyncEngine) -> None:

@@ -8,8 +8,10 @@ import dataclasses
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
@@ -17,9 +19,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest.api.client import open_client
+from ingest.api.errors import ApiError, PermanentError, RetryableError
 from ingest.config import Secret, Settings
 from ingest.simulator import Simulator
-from ingest.worker import FatalApiError, Worker, WorkerOptions
+from ingest.worker import FatalApiError, Worker, WorkerOptions, _api_failure
 from tests import helpers
 from tests.helpers import FAST, drain, enqueue, scalar
 
@@ -111,10 +114,10 @@ async def test_a_run_that_always_fails_ends_dead_with_its_reason(
                 text("SELECT state, attempts FROM ingest_queue WHERE run_id = :r"), {"r": bad}
             )
         ).one()
-        reason, status, body = (
-            await conn.execute(text("SELECT reason, http_status, body FROM dead_letters"))
+        kind, reason, status, body = (
+            await conn.execute(text("SELECT kind, reason, http_status, body FROM dead_letters"))
         ).one()
-    assert (state, attempts) == ("dead", 3)
+    assert (state, attempts, kind) == ("dead", 3, "http_5xx")
     assert status == 500 and b"boom" in body
     assert "500" in reason and "after 3 attempts" in reason
 
@@ -129,13 +132,65 @@ async def test_a_payload_that_cannot_be_stored_is_dead_lettered_with_its_raw_bod
     stats = await drain(api_settings(settings, sim), engine)
     assert stats.dead == 1
     async with engine.connect() as conn:
-        row = (await conn.execute(text("SELECT run_id, reason, body FROM dead_letters"))).one()
+        row = (
+            await conn.execute(text("SELECT run_id, kind, reason, body FROM dead_letters"))
+        ).one()
         stored_under = await conn.execute(
             text("SELECT count(*) FROM run_payloads WHERE body = :b"), {"b": body}
         )
     assert row.run_id == victim and row.body == body
-    assert row.reason.startswith("payload rejected")
+    assert row.reason.startswith("payload rejected: id mismatch")
+    assert row.kind == "payload_rejected"
     assert stored_under.scalar() == 0  # never stored under either key
+
+
+@pytest.mark.parametrize("answer", [404, 500])
+async def test_a_failure_whose_lease_was_lost_is_not_recorded_nor_counted(
+    settings: Settings, engine: AsyncEngine, answer: int
+) -> None:
+    """Another worker took the run while this one was fetching it (its lease expired, say):
+    this attempt's failure is not ours to record, neither as a dead letter nor as a retry."""
+    async with Simulator(runs=1, seed=9, api_key=API_KEY, latency_ms=600) as sim:
+        [run_id] = sim.run_ids()
+        sim.set_status_override(run_id, answer, b'{"message": "no"}')
+        await enqueue(engine, [run_id])
+        limiter_settings = api_settings(settings, sim, max_attempts=1)
+        async with open_client(limiter_settings, engine) as client:
+            worker = Worker(
+                limiter_settings, engine, client, dataclasses.replace(FAST, drain=False)
+            )
+            running = asyncio.create_task(worker.run())
+            await wait_until(
+                engine, "SELECT count(*) FROM ingest_queue WHERE state = 'running'", bool, 10
+            )
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "UPDATE ingest_queue SET lease_owner = 'another-worker',"
+                        " lease_expires_at = now() + interval '1 hour'"
+                    )
+                )
+            await until(lambda: worker.stats.lost > 0, within_s=10)
+            worker.stop()
+            stats = await running
+
+    assert (stats.dead, stats.retried, stats.lost, stats.failures_by_kind) == (0, 0, 1, {})
+    assert await scalar(engine, "SELECT count(*) FROM dead_letters") == 0
+    assert await scalar(engine, "SELECT lease_owner FROM ingest_queue") == "another-worker"
+    assert await scalar(engine, "SELECT count(*) FROM ingest_batches") == 0
+
+
+async def test_failed_attempts_are_counted_in_ingest_batches(
+    settings: Settings, engine: AsyncEngine, sim: Simulator
+) -> None:
+    ids = sim.run_ids()[:3]
+    sim.set_status_override(ids[0], 404, b'{"message": "gone"}')
+    sim.set_status_override(ids[1], 500, b'{"message": "down"}')
+    await enqueue(engine, ids)
+    await drain(api_settings(settings, sim, max_attempts=2), engine)
+    # 404: one failed attempt (dead); 500: two (retried, then dead); the third run stored.
+    assert await scalar(engine, "SELECT sum(runs_failed) FROM ingest_batches") == 3
+    assert await scalar(engine, "SELECT sum(runs_done) FROM ingest_batches") == 1
 
 
 async def test_wrong_api_key_stops_the_worker_and_leaves_the_queue_untouched(
@@ -176,6 +231,15 @@ async def start_worker(env: dict[str, str], *args: str) -> asyncio.subprocess.Pr
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def until(predicate: Callable[[], bool], within_s: float) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        if predicate():
+            return
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
 
 
 async def wait_until(engine: AsyncEngine, sql: str, predicate: object, within_s: float) -> None:
@@ -311,3 +375,72 @@ async def test_listen_is_opened_again_after_its_connection_dies(
         finally:
             worker.stop()
             await asyncio.wait_for(task, 30)
+
+
+def _raised_while_handling(cause: BaseException, exc: ApiError) -> ApiError:
+    """`exc` as the client raises it: `from None` inside the handler of the transport's error."""
+    try:
+        try:
+            raise cause
+        except BaseException:
+            raise exc from None
+    except ApiError as caught:
+        return caught
+
+
+RUN = uuid.UUID("0b7e3c1a-8a54-4f0e-9a53-2f9a9f3c7d11")
+GET = f"GET /runs/{RUN}"
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "reason"),
+    [
+        (
+            PermanentError(f"{GET}: HTTP 404: Run not found", status=404),
+            "not_found",
+            "HTTP 404: Run not found",
+        ),
+        (PermanentError(f"{GET}: HTTP 410: gone", status=410), "http_4xx", "HTTP 410: gone"),
+        (
+            RetryableError(f"{GET}: HTTP 429: slow down", status=429, retry_after=7.0),
+            "rate_limited",
+            "HTTP 429: slow down",
+        ),
+        (RetryableError(f"{GET}: HTTP 503: busy", status=503), "http_5xx", "HTTP 503: busy"),
+        (
+            RetryableError(
+                f"{GET}: invalid JSON: x at byte 9 (body of 9 bytes, perhaps cut short)", status=200
+            ),
+            "cut_transfer",
+            "HTTP 200: invalid JSON: x at byte 9 (body of 9 bytes, perhaps cut short)",
+        ),
+        (
+            _raised_while_handling(TimeoutError(), RetryableError(f"{GET}: timed out waiting")),
+            "timeout",
+            "timed out waiting",
+        ),
+        (
+            _raised_while_handling(
+                aiohttp.ClientPayloadError("cut"), RetryableError(f"{GET}: ClientPayloadError: cut")
+            ),
+            "cut_transfer",
+            "ClientPayloadError: cut",
+        ),
+        (
+            _raised_while_handling(
+                aiohttp.ClientConnectionError("reset"),
+                RetryableError(f"{GET}: ClientConnectionError: reset"),
+            ),
+            "connection",
+            "ClientConnectionError: reset",
+        ),
+    ],
+)
+def test_api_errors_are_sorted_by_kind_and_reasoned_as_before(
+    exc: PermanentError | RetryableError, kind: str, reason: str
+) -> None:
+    failure = _api_failure(exc, RUN)
+    assert (failure.kind, failure.reason) == (kind, reason)
+    assert failure.permanent is isinstance(exc, PermanentError)
+    assert failure.http_status == exc.status
+    assert failure.retry_after == getattr(exc, "retry_after", None)

@@ -302,7 +302,10 @@ dead_letters = Table(
     "dead_letters",
     metadata,
     _uuid("run_id", primary_key=True),
-    Column("reason", Text, nullable=False),
+    # A FailureKind value (ingest.failures): what status and the page group by. No CHECK of
+    # the known values, so that a new kind needs no migration.
+    Column("kind", Text, nullable=False),
+    Column("reason", Text, nullable=False),  # the same failure, worded for a person
     Column("http_status", Integer),
     # The raw body that could not be stored (or the API's error body), exactly as received.
     Column("body", LargeBinary),

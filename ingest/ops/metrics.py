@@ -8,7 +8,6 @@ describe the whole queue, so every worker reports the same values; dashboards ta
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -31,16 +30,6 @@ PREFIX = "hr_ingest"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A batch is one transaction of up to a few hundred runs: milliseconds to seconds.
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-_UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
-_PARENS = re.compile(r"\s*\([^)]*\)")
-
-
-def reason_label(kind: str) -> str:
-    """A failure kind as a label value from a small set: every distinct value is a time series
-    kept forever, so ids and byte counts ("unparsable body (123 bytes)") must not reach it."""
-    label = _PARENS.sub("", _UUID.sub("{id}", kind)).strip()
-    return label[:60] or "unknown"
 
 
 class _Collector(Collector):
@@ -88,17 +77,15 @@ class _Collector(Collector):
             s.retried if s else 0,
         )
         yield counter("runs_dead_lettered", "Runs given up on (dead letter).", s.dead if s else 0)
+        # Labelled by kind (ingest.failures): a small, fixed set of values, each a time series
+        # kept forever. The label keeps its first name, `reason`, which dashboards query.
         failed = CounterMetricFamily(
             f"{PREFIX}_runs_failed",
-            "Failed attempts by short reason (retried or dead-lettered).",
+            "Failed attempts by kind (retried or dead-lettered).",
             labels=["reason"],
         )
-        by_label: dict[str, int] = {}
-        for kind, n in s.failures_by_reason.items() if s else ():
-            label = reason_label(kind)
-            by_label[label] = by_label.get(label, 0) + n
-        for label, n in sorted(by_label.items()):
-            failed.add_metric([label], n)
+        for kind, n in sorted(s.failures_by_kind.items()) if s else ():
+            failed.add_metric([kind.value], n)
         yield failed
         yield counter("rows_written", "Rows written to the run tables.", s.rows if s else 0)
 

@@ -103,13 +103,19 @@ STATUS_PAGE = (
     <section>
       <h2>Latest dead letters</h2>
       <table><thead><tr><th>time (UTC)</th><th>run id</th><th>HTTP</th><th>attempts</th>
-        <th>reason</th></tr></thead><tbody id="dead-letters"></tbody></table>
+        <th>kind</th><th>reason</th></tr></thead><tbody id="dead-letters"></tbody></table>
       <div class="empty" id="dead-empty">No dead letters.</div>
     </section>
     <div>
       <section>
         <h2>This worker</h2>
         <dl id="worker"></dl>
+      </section>
+      <section>
+        <h2>Dead runs by kind</h2>
+        <table><thead><tr><th>kind</th><th class="num">runs</th></tr></thead>
+          <tbody id="dead-kinds"></tbody></table>
+        <div class="empty" id="dead-kinds-empty">None.</div>
       </section>
       <section>
         <h2>Schema drift <span class="legend" id="drift-at"></span></h2>
@@ -185,6 +191,18 @@ function drawChart(done, dead) {
   }
 }
 
+// A two-column table of (name, count) rows; `key` goes in data-kind, for tests and styles.
+function fillCounts(id, entries) {
+  const rows = entries.map(([name, n, key]) => {
+    const tr = el("tr");
+    tr.dataset.kind = key;
+    tr.append(el("td", name), el("td", fmt(n), "num"));
+    return tr;
+  });
+  $(id).replaceChildren(...rows);
+  $(id + "-empty").style.display = rows.length ? "none" : "block";
+}
+
 function render(doc) {
   const meta = ["schema " + (doc.schema || "?"), "v" + doc.version];
   if (doc.worker) meta.push("worker " + doc.worker.id);
@@ -209,18 +227,14 @@ function render(doc) {
       tr.dataset.runId = d.run_id;
       tr.append(el("td", utc(d.at), "id"), el("td", d.run_id, "id"),
         el("td", d.http_status === null ? "\\u2013" : String(d.http_status), "num"),
-        el("td", String(d.attempts), "num"), el("td", d.reason, "reason"));
+        el("td", String(d.attempts), "num"), el("td", d.kind, "id"),
+        el("td", d.reason, "reason"));
       return tr;
     });
     $("dead-letters").replaceChildren(...rows);
     $("dead-empty").style.display = rows.length ? "none" : "block";
-    const drift = s.drift.map((d) => {
-      const tr = el("tr");
-      tr.append(el("td", d.kind), el("td", fmt(d.runs), "num"));
-      return tr;
-    });
-    $("drift").replaceChildren(...drift);
-    $("drift-empty").style.display = drift.length ? "none" : "block";
+    fillCounts("dead-kinds", s.dead_by_kind.map((d) => [d.phrase, d.runs, d.kind]));
+    fillCounts("drift", s.drift.map((d) => [d.kind, d.runs, d.kind]));
   }
   const w = doc.worker, dl = $("worker");
   dl.replaceChildren();
@@ -236,9 +250,7 @@ function render(doc) {
     item("runs/s", (w.elapsed_s > 0 ? w.done / w.elapsed_s : 0).toFixed(1));
     item("rate-limiter wait", w.limiter_wait_s.toFixed(1) + " s");
     for (const [code, n] of Object.entries(w.http)) item("HTTP " + code, fmt(n));
-    for (const [reason, n] of Object.entries(w.failures_by_reason)) {
-      item("failed: " + reason, fmt(n));
-    }
+    for (const f of w.failures_by_kind) item("failed: " + f.phrase, fmt(f.attempts));
   }
   document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1);
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,8 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest import __version__
+from ingest.failures import phrase_of
 from ingest.logs import scrub
-from ingest.ops.metrics import CONTENT_TYPE, Metrics, reason_label
+from ingest.ops.metrics import CONTENT_TYPE, Metrics
 from ingest.ops.page import STATUS_PAGE
 from ingest.ops.snapshot import SnapshotPoller
 
@@ -192,6 +194,7 @@ class OpsServer:
                 "dead_letters": [
                     {
                         "run_id": d.run_id,
+                        "kind": d.kind,
                         "reason": d.reason,
                         "http_status": d.http_status,
                         "attempts": d.attempts,
@@ -199,6 +202,7 @@ class OpsServer:
                     }
                     for d in snap.dead_letters
                 ],
+                "dead_by_kind": _by_kind(snap.dead_by_kind, "runs"),
                 "drift": [{"kind": k, "runs": n} for k, n in snap.drift],
             }
         return doc
@@ -209,9 +213,7 @@ class OpsServer:
             return None
         s = w.stats
         limiter = w.client.limiter
-        failures: dict[str, int] = {}
-        for kind, n in s.failures_by_reason.items():
-            failures[reason_label(kind)] = failures.get(reason_label(kind), 0) + n
+        failures = sorted(s.failures_by_kind.items(), key=lambda kv: (-kv[1], kv[0]))
         return {
             "id": w.id,
             "fatal": w.fatal,
@@ -223,7 +225,12 @@ class OpsServer:
             "dead": s.dead,
             "rows": s.rows,
             "batches": s.batches,
-            "failures_by_reason": failures,
+            "failures_by_kind": _by_kind(failures, "attempts"),
             "http": {str(k): v for k, v in sorted(w.client.responses.items())},
             "limiter_wait_s": limiter.wait_seconds_total if limiter is not None else 0.0,
         }
+
+
+def _by_kind(counts: Iterable[tuple[str, int]], counted: str) -> list[dict[str, Any]]:
+    """Counts by failure kind, each with its phrase for the page to show."""
+    return [{"kind": str(k), "phrase": phrase_of(k), counted: n} for k, n in counts]

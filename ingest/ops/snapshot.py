@@ -47,10 +47,16 @@ _PER_MINUTE = text(
 # only runs that are dead now.
 _LATEST_DEAD = text(
     """
-    SELECT d.run_id, d.reason, d.http_status, d.attempts, d.created_at
+    SELECT d.run_id, d.kind, d.reason, d.http_status, d.attempts, d.created_at
     FROM dead_letters d JOIN ingest_queue q USING (run_id)
     WHERE q.state = 'dead'
     ORDER BY d.created_at DESC, d.run_id LIMIT :limit
+    """
+)
+_DEAD_BY_KIND = text(
+    """
+    SELECT d.kind, count(*) FROM dead_letters d JOIN ingest_queue q USING (run_id)
+    WHERE q.state = 'dead' GROUP BY d.kind ORDER BY count(*) DESC, d.kind
     """
 )
 _DRIFT = text(
@@ -65,6 +71,7 @@ _DRIFT = text(
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     run_id: str
+    kind: str  # a FailureKind value, as stored (an older worker may know kinds this one does not)
     reason: str
     http_status: int | None
     attempts: int
@@ -79,7 +86,8 @@ class Snapshot:
     # Runs finished per minute, index = minutes ago (0 = the last 60 s).
     done_per_minute: list[int]
     dead_per_minute: list[int]
-    dead_letters: list[DeadLetter]
+    dead_letters: list[DeadLetter]  # the latest
+    dead_by_kind: list[tuple[str, int]]  # every dead run, by failure kind, most first
     drift: list[tuple[str, int]]  # (kind, runs), as of `drift_at`
     drift_at: datetime | None
 
@@ -110,11 +118,15 @@ async def read_per_minute(conn: AsyncConnection) -> tuple[list[int], list[int]]:
 async def read_dead_letters(conn: AsyncConnection, limit: int = LATEST_DEAD) -> list[DeadLetter]:
     return [
         # A reason can quote the API's error body: scrub it like a log line.
-        DeadLetter(str(run_id), scrub(reason), status, attempts, at)
-        for run_id, reason, status, attempts, at in await conn.execute(
+        DeadLetter(str(run_id), kind, scrub(reason), status, attempts, at)
+        for run_id, kind, reason, status, attempts, at in await conn.execute(
             _LATEST_DEAD, {"limit": limit}
         )
     ]
+
+
+async def read_dead_by_kind(conn: AsyncConnection) -> list[tuple[str, int]]:
+    return [(str(kind), int(n)) for kind, n in await conn.execute(_DEAD_BY_KIND)]
 
 
 async def read_drift(conn: AsyncConnection) -> list[tuple[str, int]]:
@@ -145,11 +157,20 @@ class SnapshotPoller:
             counts, oldest = await read_queue(conn)
             done, dead = await read_per_minute(conn)
             dead_letters = await read_dead_letters(conn)
+            dead_by_kind = await read_dead_by_kind(conn)
             if time.monotonic() - self._drift_read >= self.drift_interval_s:
                 self._drift, self._drift_at = await read_drift(conn), now
                 self._drift_read = time.monotonic()
         self.latest = Snapshot(
-            now, counts, oldest, done, dead, dead_letters, self._drift, self._drift_at
+            taken_at=now,
+            counts=counts,
+            oldest_due_age_s=oldest,
+            done_per_minute=done,
+            dead_per_minute=dead,
+            dead_letters=dead_letters,
+            dead_by_kind=dead_by_kind,
+            drift=self._drift,
+            drift_at=self._drift_at,
         )
         self.error = None
         self.refreshed_at = time.time()

@@ -8,7 +8,8 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ingest.ops.snapshot import read_drift, read_queue
+from ingest.failures import phrase_of
+from ingest.ops.snapshot import read_dead_by_kind, read_drift, read_queue
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 60)
 
@@ -19,6 +20,7 @@ class StatusReport:
     polling: int  # pending only to poll runs still scheduled/running upstream
     oldest_due_age_s: float | None
     throughput: dict[int, int]  # minutes -> runs finished done in that window
+    # Dead runs by failure kind, each named by its phrase ("HTTP 404", "payload rejected").
     dead_reasons: list[tuple[str, int]] = field(default_factory=list)
     drift: list[tuple[str, int]] = field(default_factory=list)
 
@@ -50,15 +52,7 @@ async def collect(engine: AsyncEngine) -> StatusReport:
                 )
             )
         ).one()
-        dead = [
-            (reason, n)
-            for reason, n in await conn.execute(
-                text(
-                    "SELECT split_part(reason, ':', 1) AS r, count(*) FROM dead_letters"
-                    " GROUP BY r ORDER BY count(*) DESC LIMIT 10"
-                )
-            )
-        ]
+        dead = [(phrase_of(kind), n) for kind, n in await read_dead_by_kind(conn)]
         drift = await read_drift(conn)
     return StatusReport(
         counts=counts,

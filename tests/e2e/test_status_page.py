@@ -161,10 +161,17 @@ async def test_status_page_renders_what_the_database_holds(
     assert sum(int(b.attrs["data-done"]) for b in bars) == done_hour
     assert sum(int(b.attrs["data-dead"]) for b in bars) == page.number("dead-hour") == 1
 
-    dead = await rows(engine, "SELECT run_id::text, reason FROM dead_letters")
+    dead = await rows(engine, "SELECT run_id::text, kind, reason FROM dead_letters")
     shown = page.rows("dead-letters")
     assert [r.attrs["data-run-id"] for r in shown] == [str(gone)] == [d[0] for d in dead]
-    assert shown[0].cells()[-1] == dead[0][1]
+    assert shown[0].cells()[-2:] == [dead[0][1], dead[0][2]] == ["not_found", dead[0][2]]
+    # Dead runs grouped by kind, named for a person; the worker's failed attempts likewise.
+    by_kind = page.rows("dead-kinds")
+    assert [(r.attrs["data-kind"], r.cells()) for r in by_kind] == [
+        ("not_found", ["HTTP 404", "1"])
+    ]
+    worker = page.by_id["worker"].text
+    assert "failed: HTTP 404" in worker and "failed: HTTP 5xx" in worker
 
     drift = dict(
         await rows(
