@@ -37,7 +37,8 @@ from sqlalchemy import text
 
 from ingest.config import Secret, Settings
 from ingest.db import embedded, migrate
-from ingest.db.engine import create_engine, driver_connection
+from ingest.db.driver import driver_connection
+from ingest.db.engine import create_engine
 from ingest.normalize import normalize
 from ingest.ops.summary import TABLES
 

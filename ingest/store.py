@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest.db import tables
-from ingest.db.engine import driver_connection
+from ingest.db.driver import driver_connection
 from ingest.normalize import (
     EventRow,
     IntermediateRow,

@@ -19,25 +19,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import aiohttp
-import asyncpg
 import structlog
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest import queue
 from ingest.api.client import ApiClient, FetchedRun
-from ingest.api.errors import (
-    ApiError,
-    AuthError,
-    InvalidBody,
-    InvalidRunId,
-    PermanentError,
-    RetryableError,
-)
+from ingest.api.errors import ApiError, AuthError, InvalidRunId
 from ingest.api.retry import backoff
 from ingest.config import Settings
-from ingest.db.engine import driver_connection
+from ingest.db.driver import DatabaseUnavailable, connection, transaction, values_refused
 from ingest.failures import Failure, FailureKind
 from ingest.normalize import PayloadRejected, RunRows, normalize
 from ingest.store import store_batch
@@ -103,117 +93,6 @@ _Outcome = _Stored | _Failed
 _STOP = object()
 
 
-def _caused_by_values(exc: BaseException) -> bool:
-    """Whether PostgreSQL refused the run's own values (a data exception, class 22, or a value
-    nested deeper than its stack allows, 54001): the same body fails the same way every time,
-    so retrying only delays its dead letter. Other errors (a trigger, a full disk) may pass."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            break
-        state = getattr(seen, "sqlstate", None)
-        if isinstance(state, str):
-            return state.startswith("22") or state == "54001"
-        seen = seen.__cause__
-    return False
-
-
-def _database_unreachable(exc: BaseException) -> bool:
-    """A connection-level fault (server restarting, network): retry the same work later,
-    rather than blaming the runs in the batch."""
-    # SQLAlchemy wraps the driver's error (a plain DBAPIError for "the database system is
-    # shutting down"): look down the chain of causes too.
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
-            return True
-        if isinstance(seen, OperationalError | InterfaceError | OSError | ConnectionError):
-            return True
-        if isinstance(
-            seen,
-            asyncpg.exceptions.ConnectionDoesNotExistError
-            | asyncpg.exceptions.CannotConnectNowError
-            | asyncpg.exceptions.InterfaceError
-            | asyncpg.exceptions.AdminShutdownError,
-        ):
-            return True
-        seen = seen.__cause__
-    return False
-
-
-def _api_failure(exc: PermanentError | RetryableError, run_id: uuid.UUID) -> Failure:
-    """A failed GET /runs/<id>, sorted by the error's type, status and cause, never by its
-    wording."""
-    # The client's message repeats the request and the status; both are known here, and the
-    # reason states the status once (Failure.reason).
-    detail = str(exc).removeprefix(f"GET /runs/{run_id}: ")
-    if exc.status is not None:
-        detail = detail.removeprefix(f"HTTP {exc.status}: ")
-    return Failure(
-        kind=_api_kind(exc),
-        detail=detail,
-        permanent=isinstance(exc, PermanentError),
-        http_status=exc.status,
-        body=exc.body,
-        retry_after=exc.retry_after if isinstance(exc, RetryableError) else None,
-    )
-
-
-def _api_kind(exc: ApiError) -> FailureKind:
-    if exc.status is None:
-        # No answer. The client raises its error while handling the transport's (`from None`
-        # hides that from tracebacks, not from __context__). Better said by the client itself
-        # (api/ may import ingest.failures) once api/ is reshaped.
-        if isinstance(exc.__context__, TimeoutError):
-            return FailureKind.TIMEOUT
-        if isinstance(exc.__context__, aiohttp.ClientPayloadError):
-            return FailureKind.CUT_TRANSFER
-        return FailureKind.CONNECTION
-    if 200 <= exc.status < 300:
-        # A success whose body has no framing to prove it whole, and does not parse.
-        return FailureKind.CUT_TRANSFER
-    return FailureKind.of_http_status(exc.status)
-
-
-class _Listener:
-    """LISTEN for new work on a connection of its own, opened again after the database
-    restarts (until then, and if LISTEN fails, the claim loop's slow poll still finds work)."""
-
-    def __init__(self, engine: AsyncEngine, on_work: Callable[[], None]) -> None:
-        self._engine, self._on_work = engine, on_work
-        self._conn: AsyncConnection | None = None
-        self._stop: Callable[[], Awaitable[None]] | None = None
-
-    async def ensure(self, *, startup: bool = False) -> None:
-        """Listen if not listening. At startup a database that cannot be reached is an error
-        (the worker exits and says so); later it is an outage to wait out."""
-        if self._conn is not None and not self._conn.closed and not self._conn.invalidated:
-            db = await driver_connection(self._conn)
-            if not db.is_closed():
-                return
-        await self.close()
-        try:
-            self._conn = await self._engine.connect()
-            self._stop = await queue.listen(self._conn, self._on_work)
-        except Exception as exc:
-            await self.close()
-            if startup:
-                raise
-            log.warning("LISTEN unavailable, polling only for now", error=str(exc))
-
-    async def close(self) -> None:
-        stop, conn = self._stop, self._conn
-        self._stop = self._conn = None
-        with contextlib.suppress(Exception):  # a dead connection has nothing left to undo
-            if stop is not None:
-                await stop()
-        with contextlib.suppress(Exception):
-            if conn is not None:
-                await conn.close()
-
-
 class Worker:
     def __init__(
         self,
@@ -241,7 +120,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._fatal: str | None = None
-        self._listener = _Listener(engine, self._wake.set)
+        self._listener = queue.Listener(engine, self._wake.set)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -316,13 +195,11 @@ class Worker:
             try:
                 if time.monotonic() - last_reclaim > o.lease_s / 4:
                     last_reclaim = time.monotonic()
-                    async with self.engine.begin() as conn:
+                    async with transaction(self.engine) as conn:
                         await queue.reclaim_expired(conn)
-                async with self.engine.begin() as conn:
+                async with transaction(self.engine) as conn:
                     claims = await queue.claim(conn, self.id, min(free, o.claim_size), o.lease_s)
-            except Exception as exc:
-                if not _database_unreachable(exc):
-                    raise
+            except DatabaseUnavailable as exc:
                 log.warning("database unreachable while claiming; retrying", error=str(exc))
                 await self._idle(1.0)
                 continue
@@ -341,11 +218,11 @@ class Worker:
     async def _drained(self) -> bool:
         if self._held:
             return False
-        async with self.engine.connect() as conn:
+        async with connection(self.engine) as conn:
             return await queue.outstanding(conn) == 0
 
     async def _idle_wait(self) -> float:
-        async with self.engine.connect() as conn:
+        async with connection(self.engine) as conn:
             due = await queue.next_due_in(conn)
         poll = self.options.idle_poll_s
         if self.options.drain:
@@ -409,26 +286,17 @@ class Worker:
         except AuthError as exc:
             await self._refused_credentials(claim, exc)
             return None
-        except InvalidBody as exc:
-            # A payload fault, worded and dead-lettered as normalize's refusals are.
-            failure = Failure(
-                kind=FailureKind.INVALID_BODY,
-                detail=exc.reason,
-                permanent=True,
-                http_status=exc.status,
-                body=exc.body,
-            )
-        except (PermanentError, RetryableError) as exc:
-            failure = _api_failure(exc, claim.run_id)
+        except ApiError as exc:
+            failure = exc.failure()
         except InvalidRunId as exc:
             failure = Failure(kind=FailureKind.INVALID_RUN_ID, detail=str(exc), permanent=True)
+        except DatabaseUnavailable:
+            # The shared rate limiter lost its database: not the run's fault, so it gets its
+            # attempt back once the database answers again.
+            log.warning("database unreachable before fetching; returning the run")
+            await self._retry_db(functools.partial(self._release, [claim.run_id]))
+            return None
         except Exception as exc:  # never let one run kill the worker
-            if _database_unreachable(exc):
-                # The shared rate limiter lost its database: not the run's fault, so it gets
-                # its attempt back once the database answers again.
-                log.warning("database unreachable before fetching; returning the run")
-                await self._retry_db(functools.partial(self._release, [claim.run_id]))
-                return None
             log.exception("unexpected fetch error")
             detail = f"{type(exc).__name__}: {exc}"
             failure = Failure(kind=FailureKind.UNEXPECTED, detail=detail, permanent=False)
@@ -487,6 +355,8 @@ class Worker:
     async def _store(self, stored: list[_Stored]) -> None:
         try:
             await self._retry_db(lambda: self._commit(stored))
+        except DatabaseUnavailable:
+            raise  # not the runs' fault: none of them is blamed
         except Exception as exc:
             # A statement error: find the run that causes it rather than failing them all.
             if len(stored) == 1:
@@ -500,7 +370,7 @@ class Worker:
         failure = Failure(
             kind=FailureKind.STORE_ERROR,
             detail=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
-            permanent=_caused_by_values(exc),
+            permanent=values_refused(exc),
             body=s.rows.payload.body,
         )
         log.error("run could not be stored", run_id=str(s.claim.run_id), error=failure.reason)
@@ -515,7 +385,7 @@ class Worker:
             if not s.rows.terminal
         ]
         started = time.monotonic()
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine) as conn:
             result = await store_batch(conn, [s.rows for s in stored])
             await queue.complete(conn, self.id, done, polls)
             await queue.record_batch(conn, self.id, len(stored), 0, result.rows)
@@ -529,7 +399,7 @@ class Worker:
     async def _record_failures(self, failed: list[_Failed]) -> None:
         """Each failed attempt in the queue (retry later, or the dead letter), and how many
         were recorded in `ingest_batches`, in one transaction."""
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine) as conn:
             states = [await self._record_failure(conn, f) for f in failed]
             recorded = sum(1 for state in states if state)
             if recorded:
@@ -581,10 +451,9 @@ class Worker:
         while True:
             try:
                 return await action()
-            except Exception as exc:
+            except DatabaseUnavailable as exc:
                 n += 1
-                give_up = (attempts and n >= attempts) or (self._stopping.is_set() and n >= 3)
-                if give_up or not _database_unreachable(exc):
+                if (attempts and n >= attempts) or (self._stopping.is_set() and n >= 3):
                     raise
                 log.warning("database unreachable; retrying", error=str(exc), in_s=delay)
                 await asyncio.sleep(delay)
@@ -597,7 +466,7 @@ class Worker:
             await asyncio.sleep(self.options.lease_s / 3)
             held = list(self._held)
             try:
-                async with self.engine.begin() as conn:
+                async with transaction(self.engine) as conn:
                     kept = await queue.renew(conn, self.id, held, self.options.lease_s)
             except Exception as exc:
                 log.warning("lease renewal failed", error=str(exc))
@@ -616,7 +485,7 @@ class Worker:
     async def _release(self, run_ids: list[uuid.UUID]) -> None:
         if not run_ids:
             return
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine) as conn:
             await queue.release(conn, self.id, run_ids)
         self._let_go(run_ids)
 

@@ -109,6 +109,8 @@ async def test_long_retry_after_goes_back_to_the_queue(sim: Simulator, api: ApiC
     with pytest.raises(RetryableError) as caught:
         await api.get_run(run_id)
     assert caught.value.status == 429 and caught.value.retry_after == 120
+    failure = caught.value.failure()
+    assert (failure.kind, failure.retry_after, failure.permanent) == ("rate_limited", 120, False)
     assert time.monotonic() - started < 0.5 and sim.stats.total_requests == before + 1
 
 
@@ -138,7 +140,13 @@ async def test_5xx_that_persists_is_retryable_after_a_few_tries(
     assert (
         caught.value.status == 503 and caught.value.body == b'{"message": "down for maintenance"}'
     )
-    assert "HTTP 503" in str(caught.value) and "down for maintenance" in str(caught.value)
+    assert str(caught.value) == f"GET /runs/{run_id}: HTTP 503: down for maintenance"
+    failure = caught.value.failure()
+    assert (failure.kind, failure.reason, failure.permanent) == (
+        "http_5xx",
+        "HTTP 503: down for maintenance",
+        False,
+    )
     assert sim.stats.total_requests == before + 3  # 1 + in_claim_retries
 
 
@@ -151,16 +159,22 @@ async def test_transport_faults_are_retried(sim: Simulator, api: ApiClient, faul
 
 
 @pytest.mark.parametrize(
-    ("fault", "words"),
-    [("timeout", "timed out"), ("reset", "ClientPayloadError")],
+    ("fault", "kind", "detail"),
+    [
+        ("timeout", "timeout", "timed out waiting for the API"),
+        ("reset", "cut_transfer", "ClientPayloadError: "),
+    ],
 )
-async def test_transport_faults_that_persist_are_retryable(
-    sim: Simulator, api: ApiClient, fault: str, words: str
+async def test_transport_faults_that_persist_are_retryable_of_their_kind(
+    sim: Simulator, api: ApiClient, fault: str, kind: str, detail: str
 ) -> None:
     run_id = sim.run_ids()[2]
     sim.inject_fault(run_id, fault, times=3)
-    with pytest.raises(RetryableError, match=words):
+    with pytest.raises(RetryableError) as caught:
         await api.get_run(run_id)
+    failure = caught.value.failure()
+    assert failure.kind == kind and failure.reason.startswith(detail) and not failure.permanent
+    assert failure.http_status is None and str(caught.value).startswith(f"GET /runs/{run_id}: ")
 
 
 @pytest.mark.parametrize(
@@ -183,8 +197,11 @@ async def test_a_whole_body_that_is_not_a_json_object_is_invalid_after_one_reque
     with pytest.raises(InvalidBody) as caught:
         await api.get_run(run_id)
     assert isinstance(caught.value, PermanentError)
-    assert (caught.value.reason, caught.value.status, caught.value.body) == (reason, 200, body)
+    assert (caught.value.detail, caught.value.status, caught.value.body) == (reason, 200, body)
     assert str(caught.value) == f"GET /runs/{run_id}: {reason}"
+    failure = caught.value.failure()
+    assert (failure.kind, failure.reason) == ("invalid_body", f"payload rejected: {reason}")
+    assert failure.permanent and failure.body == body
     assert sim.stats.total_requests == before + 1
 
 
@@ -218,24 +235,35 @@ async def _raw_server(response: bytes, *, close: bool) -> tuple[asyncio.Server, 
 
 
 @pytest.mark.parametrize(
-    ("response", "outcome", "words"),
+    ("response", "outcome", "words", "kind"),
     [
         # Chunked, the last chunk sent: whole, and not JSON.
         (
             b'Transfer-Encoding: chunked\r\n\r\n2\r\n{"\r\n0\r\n\r\n',
             InvalidBody,
             "invalid JSON: unexpected end of data at byte 2",
+            "invalid_body",
         ),
         # Chunked, cut before the last chunk: aiohttp reports the cut.
-        (b'Transfer-Encoding: chunked\r\n\r\n2\r\n{"\r\n', RetryableError, "ClientPayloadError"),
+        (
+            b'Transfer-Encoding: chunked\r\n\r\n2\r\n{"\r\n',
+            RetryableError,
+            "ClientPayloadError",
+            "cut_transfer",
+        ),
         # Neither Content-Length nor chunked: the body ends where the connection does, so a
         # cut cannot be told from the end, and it is asked again.
-        (b'Connection: close\r\n\r\n{"a', RetryableError, "(body of 3 bytes, perhaps cut short)"),
+        (
+            b'Connection: close\r\n\r\n{"a',
+            RetryableError,
+            "(body of 3 bytes, perhaps cut short)",
+            "cut_transfer",
+        ),
     ],
     ids=["chunked", "chunked, cut", "unframed"],
 )
 async def test_only_a_body_whose_framing_proves_it_whole_is_invalid(
-    response: bytes, outcome: type[ApiError], words: str
+    response: bytes, outcome: type[ApiError], words: str, kind: str
 ) -> None:
     server, base_url = await _raw_server(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + response, close=True
@@ -249,14 +277,16 @@ async def test_only_a_body_whose_framing_proves_it_whole_is_invalid(
         server.close()
         await server.wait_closed()
     assert type(caught.value) is outcome and words in str(caught.value), str(caught.value)
+    assert caught.value.failure().kind == kind
 
 
 async def test_server_gone_is_retryable(sim: Simulator) -> None:
     settings = settings_for(sim)
     await sim.close()
     async with ApiClient(settings, in_claim_retries=0) as client:
-        with pytest.raises(RetryableError, match="Client"):
+        with pytest.raises(RetryableError, match="Client") as caught:
             await client.get_run(uuid.uuid4())
+    assert caught.value.failure().kind == "connection"
 
 
 async def test_404_is_permanent_with_status_and_body(sim: Simulator, api: ApiClient) -> None:
@@ -264,14 +294,19 @@ async def test_404_is_permanent_with_status_and_body(sim: Simulator, api: ApiCli
     with pytest.raises(PermanentError) as caught:
         await api.get_run(uuid.UUID("00000000-0000-4000-8000-000000000000"))
     assert caught.value.status == 404 and orjson.loads(caught.value.body or b"")["message"]
+    failure = caught.value.failure()
+    assert failure.kind == "not_found" and failure.reason.startswith("HTTP 404: ")
+    assert failure.permanent and failure.http_status == 404
     assert sim.stats.total_requests == before + 1
 
 
 async def test_other_4xx_is_permanent(sim: Simulator, api: ApiClient) -> None:
     run_id = sim.run_ids()[4]
     sim.set_status_override(run_id, 422, b'{"message": "unprocessable"}')
-    with pytest.raises(PermanentError, match="HTTP 422: unprocessable"):
+    with pytest.raises(PermanentError, match="HTTP 422: unprocessable") as caught:
         await api.get_run(run_id)
+    failure = caught.value.failure()
+    assert (failure.kind, failure.reason) == ("http_4xx", "HTTP 422: unprocessable")
 
 
 async def test_wrong_key_is_an_auth_error(sim: Simulator) -> None:

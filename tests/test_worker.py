@@ -8,10 +8,8 @@ import dataclasses
 import os
 import signal
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable
 
-import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
@@ -19,10 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest.api.client import open_client
-from ingest.api.errors import ApiError, PermanentError, RetryableError
 from ingest.config import Secret, Settings
 from ingest.simulator import Simulator
-from ingest.worker import FatalApiError, Worker, WorkerOptions, _api_failure
+from ingest.worker import FatalApiError, Worker, WorkerOptions
 from tests import helpers
 from tests.helpers import FAST, drain, enqueue, scalar
 
@@ -375,72 +372,3 @@ async def test_listen_is_opened_again_after_its_connection_dies(
         finally:
             worker.stop()
             await asyncio.wait_for(task, 30)
-
-
-def _raised_while_handling(cause: BaseException, exc: ApiError) -> ApiError:
-    """`exc` as the client raises it: `from None` inside the handler of the transport's error."""
-    try:
-        try:
-            raise cause
-        except BaseException:
-            raise exc from None
-    except ApiError as caught:
-        return caught
-
-
-RUN = uuid.UUID("0b7e3c1a-8a54-4f0e-9a53-2f9a9f3c7d11")
-GET = f"GET /runs/{RUN}"
-
-
-@pytest.mark.parametrize(
-    ("exc", "kind", "reason"),
-    [
-        (
-            PermanentError(f"{GET}: HTTP 404: Run not found", status=404),
-            "not_found",
-            "HTTP 404: Run not found",
-        ),
-        (PermanentError(f"{GET}: HTTP 410: gone", status=410), "http_4xx", "HTTP 410: gone"),
-        (
-            RetryableError(f"{GET}: HTTP 429: slow down", status=429, retry_after=7.0),
-            "rate_limited",
-            "HTTP 429: slow down",
-        ),
-        (RetryableError(f"{GET}: HTTP 503: busy", status=503), "http_5xx", "HTTP 503: busy"),
-        (
-            RetryableError(
-                f"{GET}: invalid JSON: x at byte 9 (body of 9 bytes, perhaps cut short)", status=200
-            ),
-            "cut_transfer",
-            "HTTP 200: invalid JSON: x at byte 9 (body of 9 bytes, perhaps cut short)",
-        ),
-        (
-            _raised_while_handling(TimeoutError(), RetryableError(f"{GET}: timed out waiting")),
-            "timeout",
-            "timed out waiting",
-        ),
-        (
-            _raised_while_handling(
-                aiohttp.ClientPayloadError("cut"), RetryableError(f"{GET}: ClientPayloadError: cut")
-            ),
-            "cut_transfer",
-            "ClientPayloadError: cut",
-        ),
-        (
-            _raised_while_handling(
-                aiohttp.ClientConnectionError("reset"),
-                RetryableError(f"{GET}: ClientConnectionError: reset"),
-            ),
-            "connection",
-            "ClientConnectionError: reset",
-        ),
-    ],
-)
-def test_api_errors_are_sorted_by_kind_and_reasoned_as_before(
-    exc: PermanentError | RetryableError, kind: str, reason: str
-) -> None:
-    failure = _api_failure(exc, RUN)
-    assert (failure.kind, failure.reason) == (kind, reason)
-    assert failure.permanent is isinstance(exc, PermanentError)
-    assert failure.http_status == exc.status
-    assert failure.retry_after == getattr(exc, "retry_after", None)

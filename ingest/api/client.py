@@ -31,6 +31,8 @@ from ingest.api.errors import (
 from ingest.api.ratelimit import RateLimiter
 from ingest.api.retry import RetryPolicy, parse_retry_after, with_retries
 from ingest.config import Settings
+from ingest.db.driver import unavailable_as_error
+from ingest.failures import FailureKind
 from ingest.ids import parse_run_id
 from ingest.logs import register_secret
 
@@ -119,9 +121,7 @@ class ApiClient:
                 return status, body, jsontext.loads_object(body)
             except jsontext.JsonError as exc:
                 if whole:
-                    raise InvalidBody(
-                        f"{what}: {exc.reason}", reason=exc.reason, status=status, body=body
-                    ) from None
+                    raise InvalidBody(what, exc.reason, status=status, body=body) from None
                 raise _unreadable(what, status, body, exc, whole=False) from None
 
         (status, body, document), attempts = await with_retries(once, self._policy, what)
@@ -180,7 +180,9 @@ class ApiClient:
                 raise _unreadable(what, status_code, body, exc, whole=whole) from None
             if not isinstance(page, list) or not all(isinstance(i, dict) for i in page):
                 raise RetryableError(
-                    f"{what}: unparsable body (not a JSON array of objects)",
+                    what,
+                    "unparsable body (not a JSON array of objects)",
+                    kind=FailureKind.INVALID_BODY,
                     status=status_code,
                     body=body,
                 )
@@ -200,7 +202,8 @@ class ApiClient:
             # The token is taken once a pooled connection is sure to be free: a token spent
             # queueing for the pool would reach the API late and bunch up with later ones.
             if self._limiter is not None:
-                await self._limiter.acquire()
+                with unavailable_as_error():  # the limiter's bucket lives in the database
+                    await self._limiter.acquire()
             try:
                 async with self._session.get(url) as resp:
                     status, body = resp.status, await resp.read()
@@ -208,34 +211,43 @@ class ApiClient:
                     chunked = resp.headers.get("Transfer-Encoding", "").lower().endswith("chunked")
                     whole = chunked or resp.content_length is not None
             except TimeoutError:
-                raise RetryableError(f"{what}: timed out waiting for the API") from None
+                raise RetryableError(
+                    what, "timed out waiting for the API", kind=FailureKind.TIMEOUT
+                ) from None
             except aiohttp.ClientError as exc:
-                raise RetryableError(f"{what}: {type(exc).__name__}: {exc}") from None
+                # A payload error is a body that ended before its framing said it would.
+                cut = isinstance(exc, aiohttp.ClientPayloadError)
+                kind = FailureKind.CUT_TRANSFER if cut else FailureKind.CONNECTION
+                raise RetryableError(what, f"{type(exc).__name__}: {exc}", kind=kind) from None
         self.responses[status] = self.responses.get(status, 0) + 1
         if 200 <= status < 300:
             return status, body, whole
         if status == 429 and self._limiter is not None:
             # Slow every process sharing the limiter, not just this request.
-            await self._limiter.penalize(retry_after)
+            with unavailable_as_error():
+                await self._limiter.penalize(retry_after)
         raise _error(what, status, body, retry_after)
 
 
 def _error(what: str, status: int, body: bytes, retry_after: float | None) -> ApiError:
-    line = f"{what}: HTTP {status}: {_message(body)}"
+    detail, kind = _message(body), FailureKind.of_http_status(status)
     if status in (401, 403):
-        return AuthError(
-            f"{line} (the API key or organization id is wrong)", status=status, body=body
-        )
+        detail += " (the API key or organization id is wrong)"
+        return AuthError(what, detail, kind=kind, status=status, body=body)
     if status in (408, 429) or status >= 500:
-        return RetryableError(line, status=status, body=body, retry_after=retry_after)
-    return PermanentError(line, status=status, body=body)
+        return RetryableError(
+            what, detail, kind=kind, status=status, body=body, retry_after=retry_after
+        )
+    return PermanentError(what, detail, kind=kind, status=status, body=body)
 
 
 def _unreadable(
     what: str, status: int, body: bytes, exc: jsontext.JsonError, *, whole: bool
 ) -> RetryableError:
+    # Without framing that proves it whole, an unparsable body is most likely a cut one.
     cut = "" if whole else f" (body of {len(body)} bytes, perhaps cut short)"
-    return RetryableError(f"{what}: {exc.reason}{cut}", status=status, body=body)
+    kind = FailureKind.INVALID_BODY if whole else FailureKind.CUT_TRANSFER
+    return RetryableError(what, f"{exc.reason}{cut}", kind=kind, status=status, body=body)
 
 
 def _message(body: bytes) -> str:

@@ -1,19 +1,53 @@
-"""What can go wrong talking to the API, sorted by what the worker must do about it."""
+"""What can go wrong talking to the API, sorted by what the worker must do about it.
+
+Each error knows its `FailureKind` when it is raised (the client is the one that saw the
+timeout, the cut transfer or the status), so nothing downstream reads its wording again.
+"""
 
 from __future__ import annotations
 
+from ingest.failures import Failure, FailureKind
 from ingest.ids import InvalidRunId
 from ingest.logs import scrub
 
 
-class ApiError(Exception):
-    """A failed API call. str() is one readable line; registered secrets are scrubbed from it."""
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in scrub(text).splitlines())
 
-    def __init__(self, message: str, *, status: int | None = None, body: bytes | None = None):
-        lines = scrub(message).splitlines()
-        super().__init__(" ".join(line.strip() for line in lines))
+
+class ApiError(Exception):
+    """A failed API call. str() is one readable line (`GET /runs/<id>: HTTP 404: ...`);
+    `detail` is what went wrong without the request and status; registered secrets are
+    scrubbed from both."""
+
+    def __init__(
+        self,
+        what: str,
+        detail: str,
+        *,
+        kind: FailureKind,
+        status: int | None = None,
+        body: bytes | None = None,
+        retry_after: float | None = None,
+    ):
+        self.detail = _one_line(detail)
+        shown_status = f"HTTP {status}: " if status is not None and not 200 <= status < 300 else ""
+        super().__init__(_one_line(f"{what}: {shown_status}{self.detail}"))
+        self.kind = kind
         self.status = status
         self.body = body
+        self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After)
+
+    def failure(self) -> Failure:
+        """This error as a run's failed attempt."""
+        return Failure(
+            kind=self.kind,
+            detail=self.detail,
+            permanent=isinstance(self, PermanentError),
+            http_status=self.status,
+            body=self.body,
+            retry_after=self.retry_after,
+        )
 
 
 class RetryableError(ApiError):
@@ -21,17 +55,6 @@ class RetryableError(ApiError):
 
     `retry_after` is the server's wish in seconds (from Retry-After), when it stated one.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        body: bytes | None = None,
-        retry_after: float | None = None,
-    ):
-        super().__init__(message, status=status, body=body)
-        self.retry_after = retry_after
 
 
 class PermanentError(ApiError):
@@ -41,12 +64,11 @@ class PermanentError(ApiError):
 class InvalidBody(PermanentError):
     """A 2xx body that arrived whole (its Content-Length or chunked framing says so) but is not
     valid UTF-8, not JSON, or not the JSON value asked for: the same bytes would come again, so
-    the run is dead-lettered with them at once. `reason` is jsontext's wording, the same that
+    the run is dead-lettered with them at once. `detail` is jsontext's wording, the same that
     `reprocess` gives for a stored body (`invalid JSON: ... at byte 812`)."""
 
-    def __init__(self, message: str, *, reason: str, status: int, body: bytes):
-        super().__init__(message, status=status, body=body)
-        self.reason = reason
+    def __init__(self, what: str, reason: str, *, status: int, body: bytes):
+        super().__init__(what, reason, kind=FailureKind.INVALID_BODY, status=status, body=body)
 
 
 class AuthError(ApiError):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ingest.config import Settings, asyncpg_url
 from ingest.db import embedded
@@ -34,18 +31,3 @@ def create_engine(settings: Settings, url: str | None = None, pool_size: int = 5
         max_overflow=pool_size,
         pool_pre_ping=True,
     )
-
-
-async def driver_connection(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under a SQLAlchemy one, for COPY and array parameters.
-
-    It shares the SQLAlchemy connection's transaction: statements on it commit or roll back
-    with `engine.begin()`'s block.
-    """
-    raw = await conn.get_raw_connection()
-    db: Any = raw.driver_connection
-    if conn.in_transaction() and not db.is_in_transaction():
-        # SQLAlchemy begins lazily, on its first statement; without this, statements sent
-        # straight to asyncpg would each commit on their own.
-        await conn.execute(text("SELECT 1"))
-    return db

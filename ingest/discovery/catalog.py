@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ingest.api.client import ApiClient
 from ingest.api.errors import ApiError
 from ingest.db import tables
-from ingest.db.engine import driver_connection
+from ingest.db.driver import driver_connection
 from ingest.discovery.state import read_watermark, write_watermark
 from ingest.logs import get_logger
 

@@ -8,12 +8,12 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest import queue
-from ingest.db.engine import driver_connection
+from ingest.db.driver import driver_connection
 from ingest.discovery.listing import ListedRun, Slice
 
 NON_TERMINAL = ("scheduled", "running")
@@ -92,7 +92,7 @@ async def store_listed(conn: AsyncConnection, runs: Sequence[ListedRun]) -> list
         )
     )
     rows = await db.fetch(_UPSERT_LISTED, *(list(c) for c in columns))
-    return [r["id"] for r in rows]
+    return [cast(uuid.UUID, r["id"]) for r in rows]
 
 
 # -- finished sub-windows --------------------------------------------------------------------
@@ -112,7 +112,7 @@ async def finished_windows(
             start,
             end,
         )
-    return [(r["window_start"], r["window_end"]) for r in rows]
+    return [cast(tuple[datetime, datetime], tuple(r)) for r in rows]
 
 
 async def record_window(conn: AsyncConnection, scope: str, piece: Slice) -> None:
@@ -145,10 +145,8 @@ async def read_watermark(engine: AsyncEngine, name: str) -> datetime | None:
     """The `sync_state` row `name` (sync's and the catalog's parts each keep one)."""
     async with engine.connect() as conn:
         db = await driver_connection(conn)
-        watermark: datetime | None = await db.fetchval(
-            "SELECT watermark FROM sync_state WHERE name = $1", name
-        )
-    return watermark
+        watermark = await db.fetchval("SELECT watermark FROM sync_state WHERE name = $1", name)
+    return cast(datetime | None, watermark)
 
 
 async def write_watermark(conn: AsyncConnection, name: str, at: datetime) -> None:
@@ -214,9 +212,9 @@ async def requeue_finished(engine: AsyncEngine, days: float, age: timedelta) -> 
     )
 
 
-async def _requeue(engine: AsyncEngine, sql: str, *args: Any) -> int:
+async def _requeue(engine: AsyncEngine, sql: str, *args: object) -> int:
     async with engine.begin() as conn:
         db = await driver_connection(conn)
-        ids = [r["id"] for r in await db.fetch(sql, *args)]
+        ids = [cast(uuid.UUID, r["id"]) for r in await db.fetch(sql, *args)]
         result = await queue.enqueue(conn, ids, source="sync")
     return result.added + result.refreshed

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 import structlog
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ingest.db.tables import QUEUE_STATES
+from ingest import queue
+from ingest.db.driver import driver_connection
 from ingest.logs import scrub
 
 log = structlog.get_logger("ingest.ops.snapshot")
@@ -26,56 +28,11 @@ log = structlog.get_logger("ingest.ops.snapshot")
 CHART_MINUTES = 60
 LATEST_DEAD = 20
 
-_COUNTS = text(
-    """
-    SELECT state, count(*),
-        extract(epoch FROM now() - min(available_at)
-            FILTER (WHERE state = 'pending' AND available_at <= now()))::float8
-    FROM ingest_queue GROUP BY state
-    """
-)
-# Bucket 0 is the last 60 s, so the buckets add up to `status`'s 60-minute throughput.
-_PER_MINUTE = text(
-    """
-    SELECT floor(extract(epoch FROM now() - finished_at) / 60)::int AS ago, state, count(*)
-    FROM ingest_queue
-    WHERE finished_at > now() - make_interval(mins => :minutes) AND state IN ('done', 'dead')
-    GROUP BY ago, state
-    """
-)
-# retry-dead deletes the dead letter too, but a run may be dead-lettered again later: show
-# only runs that are dead now.
-_LATEST_DEAD = text(
-    """
-    SELECT d.run_id, d.kind, d.reason, d.http_status, d.attempts, d.created_at
-    FROM dead_letters d JOIN ingest_queue q USING (run_id)
-    WHERE q.state = 'dead'
-    ORDER BY d.created_at DESC, d.run_id LIMIT :limit
-    """
-)
-_DEAD_BY_KIND = text(
-    """
-    SELECT d.kind, count(*) FROM dead_letters d JOIN ingest_queue q USING (run_id)
-    WHERE q.state = 'dead' GROUP BY d.kind ORDER BY count(*) DESC, d.kind
-    """
-)
-_DRIFT = text(
-    """
+_DRIFT = """
     SELECT d->>'kind' AS kind, count(DISTINCT run_id) FROM run_payloads,
         jsonb_array_elements(drift) d GROUP BY kind ORDER BY count(DISTINCT run_id) DESC, kind
     LIMIT 50
-    """
-)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    run_id: str
-    kind: str  # a FailureKind value, as stored (an older worker may know kinds this one does not)
-    reason: str
-    http_status: int | None
-    attempts: int
-    at: datetime
+"""
 
 
 @dataclass(frozen=True)
@@ -86,51 +43,15 @@ class Snapshot:
     # Runs finished per minute, index = minutes ago (0 = the last 60 s).
     done_per_minute: list[int]
     dead_per_minute: list[int]
-    dead_letters: list[DeadLetter]  # the latest
+    dead_letters: list[queue.DeadLetter]  # the latest
     dead_by_kind: list[tuple[str, int]]  # every dead run, by failure kind, most first
     drift: list[tuple[str, int]]  # (kind, runs), as of `drift_at`
     drift_at: datetime | None
 
 
-async def _now(conn: AsyncConnection) -> datetime:
-    value: datetime = (await conn.execute(text("SELECT now()"))).scalar_one()
-    return value
-
-
-async def read_queue(conn: AsyncConnection) -> tuple[dict[str, int], float | None]:
-    counts = dict.fromkeys(QUEUE_STATES, 0)
-    oldest: float | None = None
-    for state, n, age in await conn.execute(_COUNTS):
-        counts[state] = n
-        if age is not None:
-            oldest = float(age)
-    return counts, oldest
-
-
-async def read_per_minute(conn: AsyncConnection) -> tuple[list[int], list[int]]:
-    done, dead = [0] * CHART_MINUTES, [0] * CHART_MINUTES
-    for ago, state, n in await conn.execute(_PER_MINUTE, {"minutes": CHART_MINUTES}):
-        if 0 <= ago < CHART_MINUTES:
-            (done if state == "done" else dead)[ago] = n
-    return done, dead
-
-
-async def read_dead_letters(conn: AsyncConnection, limit: int = LATEST_DEAD) -> list[DeadLetter]:
-    return [
-        # A reason can quote the API's error body: scrub it like a log line.
-        DeadLetter(str(run_id), kind, scrub(reason), status, attempts, at)
-        for run_id, kind, reason, status, attempts, at in await conn.execute(
-            _LATEST_DEAD, {"limit": limit}
-        )
-    ]
-
-
-async def read_dead_by_kind(conn: AsyncConnection) -> list[tuple[str, int]]:
-    return [(str(kind), int(n)) for kind, n in await conn.execute(_DEAD_BY_KIND)]
-
-
 async def read_drift(conn: AsyncConnection) -> list[tuple[str, int]]:
-    return [(str(kind), int(n)) for kind, n in await conn.execute(_DRIFT)]
+    db = await driver_connection(conn)
+    return [cast(tuple[str, int], tuple(r)) for r in await db.fetch(_DRIFT)]
 
 
 @dataclass
@@ -153,18 +74,22 @@ class SnapshotPoller:
     async def refresh(self) -> Snapshot:
         """Read the database now (tests call it to see a drain at once)."""
         async with self._lock, self.engine.connect() as conn:
-            now = await _now(conn)
-            counts, oldest = await read_queue(conn)
-            done, dead = await read_per_minute(conn)
-            dead_letters = await read_dead_letters(conn)
-            dead_by_kind = await read_dead_by_kind(conn)
+            now = cast(datetime, await (await driver_connection(conn)).fetchval("SELECT now()"))
+            counts = await queue.counts(conn)
+            done, dead = await queue.finished_per_minute(conn, CHART_MINUTES)
+            # A reason can quote the API's error body: scrubbed like a log line.
+            dead_letters = [
+                dataclasses.replace(d, reason=scrub(d.reason))
+                for d in await queue.latest_dead(conn, LATEST_DEAD)
+            ]
+            dead_by_kind = await queue.dead_by_kind(conn)
             if time.monotonic() - self._drift_read >= self.drift_interval_s:
                 self._drift, self._drift_at = await read_drift(conn), now
                 self._drift_read = time.monotonic()
         self.latest = Snapshot(
             taken_at=now,
-            counts=counts,
-            oldest_due_age_s=oldest,
+            counts=counts.states,
+            oldest_due_age_s=counts.oldest_due_age_s,
             done_per_minute=done,
             dead_per_minute=dead,
             dead_letters=dead_letters,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import orjson
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ingest import queue
 from ingest.failures import phrase_of
-from ingest.ops.snapshot import read_dead_by_kind, read_drift, read_queue
+from ingest.ops.snapshot import read_drift
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 60)
 
@@ -31,34 +31,15 @@ class StatusReport:
 async def collect(engine: AsyncEngine) -> StatusReport:
     async with engine.connect() as conn:
         # The same readings the status page and /metrics show (ingest.ops.snapshot).
-        counts, oldest = await read_queue(conn)
-        polling = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) FROM ingest_queue"
-                    " WHERE state = 'pending' AND awaiting_terminal"
-                )
-            )
-        ).scalar_one()
-        windows = ", ".join(
-            f"count(*) FILTER (WHERE finished_at > now() - interval '{m} minutes')"
-            for m in THROUGHPUT_WINDOWS_MIN
-        )
-        done = (
-            await conn.execute(
-                text(
-                    f"SELECT {windows} FROM ingest_queue WHERE state = 'done'"
-                    f" AND finished_at > now() - interval '{max(THROUGHPUT_WINDOWS_MIN)} minutes'"
-                )
-            )
-        ).one()
-        dead = [(phrase_of(kind), n) for kind, n in await read_dead_by_kind(conn)]
+        counts = await queue.counts(conn)
+        done = await queue.done_within(conn, THROUGHPUT_WINDOWS_MIN)
+        dead = [(phrase_of(kind), n) for kind, n in await queue.dead_by_kind(conn)]
         drift = await read_drift(conn)
     return StatusReport(
-        counts=counts,
-        polling=polling,
-        oldest_due_age_s=oldest,
-        throughput=dict(zip(THROUGHPUT_WINDOWS_MIN, done, strict=True)),
+        counts=counts.states,
+        polling=counts.polling,
+        oldest_due_age_s=counts.oldest_due_age_s,
+        throughput=done,
         dead_reasons=dead,
         drift=drift,
     )

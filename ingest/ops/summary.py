@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ingest import queue
+from ingest.logs import scrub
+
 if TYPE_CHECKING:
     from ingest.worker import WorkerStats
 
@@ -43,14 +46,8 @@ async def print_summary(engine: AsyncEngine, stats: WorkerStats) -> None:
         counts = {
             t: (await conn.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one() for t in TABLES
         }
-        states: dict[str, int] = dict(
-            (await conn.execute(text("SELECT state, count(*) FROM ingest_queue GROUP BY 1"))).all()
-        )
-        dead = (
-            await conn.execute(
-                text("SELECT run_id, reason FROM dead_letters ORDER BY created_at LIMIT 5")
-            )
-        ).all()
+        states = (await queue.counts(conn)).states
+        dead = await queue.latest_dead(conn, 5)
         result = await conn.execute(text(EXAMPLE_QUERY))
         headers, example = list(result.keys()), result.all()
     elapsed = max(stats.elapsed, 1e-9)
@@ -63,14 +60,14 @@ async def print_summary(engine: AsyncEngine, stats: WorkerStats) -> None:
         f"retries: {stats.retried}, dead letters: {stats.dead},"
         f" runs still in progress upstream (polled again later): {stats.polled}"
     )
-    print("queue: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+    print("queue: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items()) if v))
     print("rows per table:")
     for t, n in counts.items():
         print(f"  {t:<22}{n:>10,}")
     if dead:
-        print("dead letters (first 5):")
-        for run_id, reason in dead:
-            print(f"  {run_id}  {reason}")
+        print("dead letters (latest 5):")
+        for d in dead:
+            print(f"  {d.run_id}  {scrub(d.reason)}")
     print(
         "\nan example dashboard query (the bi_* views are made for Metabase, Superset, Grafana):\n"
     )

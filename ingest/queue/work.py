@@ -1,25 +1,20 @@
-"""Every SQL statement about `ingest_queue` (and its dead letters) lives here.
-
-A run's life: pending -> (claim) running under a lease -> done | pending again (retry with
-backoff, or a poll of a run not terminal yet) | dead (with a reason and the raw body).
-Workers never write SQL; they call these functions.
-"""
+"""A worker's statements: claim under a lease, renew, complete, fail, dead-letter, release."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ingest.db.engine import driver_connection
+from ingest.db.driver import Db, driver_connection, rowcount
 from ingest.failures import Failure
 
-
-def notify_channel(schema: str) -> str:
-    return f"hr_ingest_{schema}"
+# Pending only to poll a run not terminal upstream yet: not work `worker --drain` waits for.
+POLLING = "state = 'pending' AND awaiting_terminal"
+OUTSTANDING = f"state = 'running' OR (state = 'pending' AND NOT ({POLLING}))"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,69 +24,11 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
-class EnqueueResult:
-    added: int
-    refreshed: int  # done (or polling) runs scheduled for a fresh fetch now
-    unchanged: int  # already pending, running (marked for one more fetch), or dead
-
-
-@dataclass(frozen=True, slots=True)
 class Requeue:
     """A run stored fine but not terminal upstream yet: poll it again after `delay_s`."""
 
     run_id: uuid.UUID
     delay_s: float
-
-
-async def _current_schema(db: Any) -> str:
-    return str(await db.fetchval("SELECT current_schema()"))
-
-
-async def enqueue(
-    conn: AsyncConnection,
-    run_ids: Sequence[uuid.UUID],
-    *,
-    source: str = "manual",
-    priority: int = 0,
-) -> EnqueueResult:
-    """Add run IDs in bulk (COPY into a temp table, then one upsert). Idempotent.
-
-    A pending run keeps its place; a done run is scheduled for a refresh; a running run is
-    fetched once more after its current attempt; a dead run stays dead (see retry-dead).
-    """
-    if not run_ids:
-        return EnqueueResult(0, 0, 0)
-    db = await driver_connection(conn)
-    await db.execute("CREATE TEMP TABLE IF NOT EXISTS _enqueue (run_id uuid) ON COMMIT DELETE ROWS")
-    await db.copy_records_to_table("_enqueue", records=[(r,) for r in run_ids])
-    row = await db.fetchrow(
-        """
-        WITH upserted AS (
-            INSERT INTO ingest_queue AS q (run_id, source, priority)
-            SELECT DISTINCT run_id, $1::text, $2::smallint FROM _enqueue
-            ON CONFLICT (run_id) DO UPDATE SET
-                state = CASE WHEN q.state = 'running' THEN 'running' ELSE 'pending' END,
-                refresh_requested = q.state = 'running',
-                available_at = CASE WHEN q.state = 'running' THEN q.available_at ELSE now() END,
-                attempts = CASE WHEN q.state = 'running' THEN q.attempts ELSE 0 END,
-                awaiting_terminal = false,
-                priority = greatest(q.priority, excluded.priority),
-                updated_at = now()
-            WHERE q.state IN ('done', 'running')
-               OR (q.state = 'pending' AND q.awaiting_terminal)
-            RETURNING (xmax = 0) AS inserted
-        )
-        SELECT count(*) FILTER (WHERE inserted) AS added,
-               count(*) FILTER (WHERE NOT inserted) AS touched,
-               (SELECT count(DISTINCT run_id) FROM _enqueue) AS total
-        FROM upserted
-        """,
-        source,
-        priority,
-    )
-    await db.execute(f"NOTIFY {notify_channel(await _current_schema(db))}")
-    added, touched, total = row["added"], row["touched"], row["total"]
-    return EnqueueResult(added=added, refreshed=touched, unchanged=total - added - touched)
 
 
 async def claim(conn: AsyncConnection, owner: str, limit: int, lease_s: float) -> list[Claim]:
@@ -117,7 +54,7 @@ async def claim(conn: AsyncConnection, owner: str, limit: int, lease_s: float) -
         owner,
         lease_s,
     )
-    return [Claim(r["run_id"], r["attempts"]) for r in rows]
+    return [Claim(cast(uuid.UUID, r["run_id"]), cast(int, r["attempts"])) for r in rows]
 
 
 async def reclaim_expired(conn: AsyncConnection) -> int:
@@ -134,7 +71,7 @@ async def reclaim_expired(conn: AsyncConnection) -> int:
         )
         """
     )
-    return int(status.split()[-1])
+    return rowcount(status)
 
 
 async def renew(
@@ -154,7 +91,7 @@ async def renew(
         owner,
         lease_s,
     )
-    return {r["run_id"] for r in rows}
+    return {cast(uuid.UUID, r["run_id"]) for r in rows}
 
 
 async def complete(
@@ -181,7 +118,7 @@ async def complete(
             list(done),
             owner,
         )
-        n += int(status.split()[-1])
+        n += rowcount(status)
     if polls:
         status = await db.execute(
             """
@@ -199,7 +136,7 @@ async def complete(
             [p.delay_s for p in polls],
             owner,
         )
-        n += int(status.split()[-1])
+        n += rowcount(status)
     return n
 
 
@@ -216,11 +153,14 @@ async def fail(
     run is dead-lettered once it has had `max_attempts`. Returns the new state ('pending',
     'dead', or '' if the run is not ours any more: nothing is recorded then)."""
     db = await driver_connection(conn)
-    attempts = await db.fetchval(
-        "SELECT attempts FROM ingest_queue WHERE run_id = $1 AND state = 'running'"
-        " AND lease_owner = $2 FOR UPDATE",
-        run_id,
-        owner,
+    attempts = cast(
+        int | None,
+        await db.fetchval(
+            "SELECT attempts FROM ingest_queue WHERE run_id = $1 AND state = 'running'"
+            " AND lease_owner = $2 FOR UPDATE",
+            run_id,
+            owner,
+        ),
     )
     if attempts is None:
         return ""
@@ -251,8 +191,8 @@ async def dead_letter(
     return await _bury(db, owner, run_id, failure, failure.reason)
 
 
-async def _bury(db: Any, owner: str, run_id: uuid.UUID, failure: Failure, reason: str) -> bool:
-    attempts = await db.fetchval(
+async def _bury(db: Db, owner: str, run_id: uuid.UUID, failure: Failure, reason: str) -> bool:
+    attempts = await db.fetchval(  # None: not ours any more
         """
         UPDATE ingest_queue SET state = 'dead', last_error = $3, lease_owner = NULL,
             lease_expires_at = NULL, refresh_requested = false, finished_at = now(),
@@ -301,48 +241,27 @@ async def release(conn: AsyncConnection, owner: str, run_ids: Iterable[uuid.UUID
         ids,
         owner,
     )
-    return int(status.split()[-1])
-
-
-async def retry_dead(conn: AsyncConnection, run_ids: Sequence[uuid.UUID] | None = None) -> int:
-    """Move dead runs (all, or these) back to pending with a fresh set of attempts."""
-    db = await driver_connection(conn)
-    rows = await db.fetch(
-        """
-        UPDATE ingest_queue SET state = 'pending', attempts = 0, available_at = now(),
-            finished_at = NULL, updated_at = now()
-        WHERE state = 'dead' AND ($1::uuid[] IS NULL OR run_id = ANY($1::uuid[]))
-        RETURNING run_id
-        """,
-        None if run_ids is None else list(run_ids),
-    )
-    ids = [r["run_id"] for r in rows]
-    await db.execute("DELETE FROM dead_letters WHERE run_id = ANY($1::uuid[])", ids)
-    if ids:
-        await db.execute(f"NOTIFY {notify_channel(await _current_schema(db))}")
-    return len(ids)
+    return rowcount(status)
 
 
 async def outstanding(conn: AsyncConnection) -> int:
     """Runs `worker --drain` still waits for: running, or pending for any reason but a
     poll of a run that is not terminal upstream yet (retries count, however far off)."""
     db = await driver_connection(conn)
-    return int(
-        await db.fetchval(
-            "SELECT count(*) FROM ingest_queue"
-            " WHERE state = 'running' OR (state = 'pending' AND NOT awaiting_terminal)"
-        )
-    )
+    return cast(int, await db.fetchval(f"SELECT count(*) FROM ingest_queue WHERE {OUTSTANDING}"))
 
 
 async def next_due_in(conn: AsyncConnection) -> float | None:
     """Seconds until the next pending run is due (0 if one is due now), None if none."""
     db = await driver_connection(conn)
-    value = await db.fetchval(
-        "SELECT extract(epoch FROM min(available_at) - now()) FROM ingest_queue"
-        " WHERE state = 'pending'"
+    value = cast(
+        float | None,
+        await db.fetchval(
+            "SELECT extract(epoch FROM min(available_at) - now())::float8 FROM ingest_queue"
+            " WHERE state = 'pending'"
+        ),
     )
-    return None if value is None else max(0.0, float(value))
+    return None if value is None else max(0.0, value)
 
 
 async def record_batch(
@@ -359,20 +278,3 @@ async def record_batch(
         runs_failed,
         rows,
     )
-
-
-async def listen(conn: AsyncConnection, on_work: Callable[[], None]) -> Callable[[], Any]:
-    """LISTEN for new work on `conn` (held for the worker's life). Returns an async
-    function that stops listening before the connection goes back to the pool."""
-    db = await driver_connection(conn)
-    channel = notify_channel(await _current_schema(db))
-
-    def callback(*_: object) -> None:
-        on_work()
-
-    await db.add_listener(channel, callback)
-
-    async def stop() -> None:
-        await db.remove_listener(channel, callback)
-
-    return stop

@@ -1,0 +1,87 @@
+"""Putting runs in line: new IDs in bulk, and dead runs given another set of attempts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ingest.db.driver import driver_connection
+from ingest.queue.notify import notify
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    added: int
+    refreshed: int  # done (or polling) runs scheduled for a fresh fetch now
+    unchanged: int  # already pending, running (marked for one more fetch), or dead
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    run_ids: Sequence[uuid.UUID],
+    *,
+    source: str = "manual",
+    priority: int = 0,
+) -> EnqueueResult:
+    """Add run IDs in bulk (COPY into a temp table, then one upsert). Idempotent.
+
+    A pending run keeps its place; a done run is scheduled for a refresh; a running run is
+    fetched once more after its current attempt; a dead run stays dead (see retry-dead).
+    """
+    if not run_ids:
+        return EnqueueResult(0, 0, 0)
+    db = await driver_connection(conn)
+    await db.execute("CREATE TEMP TABLE IF NOT EXISTS _enqueue (run_id uuid) ON COMMIT DELETE ROWS")
+    await db.copy_records_to_table("_enqueue", records=[(r,) for r in run_ids])
+    row = await db.fetchrow(
+        """
+        WITH upserted AS (
+            INSERT INTO ingest_queue AS q (run_id, source, priority)
+            SELECT DISTINCT run_id, $1::text, $2::smallint FROM _enqueue
+            ON CONFLICT (run_id) DO UPDATE SET
+                state = CASE WHEN q.state = 'running' THEN 'running' ELSE 'pending' END,
+                refresh_requested = q.state = 'running',
+                available_at = CASE WHEN q.state = 'running' THEN q.available_at ELSE now() END,
+                attempts = CASE WHEN q.state = 'running' THEN q.attempts ELSE 0 END,
+                awaiting_terminal = false,
+                priority = greatest(q.priority, excluded.priority),
+                updated_at = now()
+            WHERE q.state IN ('done', 'running')
+               OR (q.state = 'pending' AND q.awaiting_terminal)
+            RETURNING (xmax = 0) AS inserted
+        )
+        SELECT count(*) FILTER (WHERE inserted) AS added,
+               count(*) FILTER (WHERE NOT inserted) AS touched,
+               (SELECT count(DISTINCT run_id) FROM _enqueue) AS total
+        FROM upserted
+        """,
+        source,
+        priority,
+    )
+    await notify(db)
+    assert row is not None  # an aggregate without GROUP BY returns one row
+    added, touched, total = (cast(int, row[k]) for k in ("added", "touched", "total"))
+    return EnqueueResult(added=added, refreshed=touched, unchanged=total - added - touched)
+
+
+async def retry_dead(conn: AsyncConnection, run_ids: Sequence[uuid.UUID] | None = None) -> int:
+    """Move dead runs (all, or these) back to pending with a fresh set of attempts."""
+    db = await driver_connection(conn)
+    rows = await db.fetch(
+        """
+        UPDATE ingest_queue SET state = 'pending', attempts = 0, available_at = now(),
+            finished_at = NULL, updated_at = now()
+        WHERE state = 'dead' AND ($1::uuid[] IS NULL OR run_id = ANY($1::uuid[]))
+        RETURNING run_id
+        """,
+        None if run_ids is None else list(run_ids),
+    )
+    ids = [cast(uuid.UUID, r["run_id"]) for r in rows]
+    await db.execute("DELETE FROM dead_letters WHERE run_id = ANY($1::uuid[])", ids)
+    if ids:
+        await notify(db)
+    return len(ids)
