@@ -1,8 +1,9 @@
 """The pipeline: claim -> fetch (concurrent, rate limited) -> normalize -> store -> complete.
 
-Orchestration only: SQL lives in `queue` and `store`, HTTP in `api`. Stages are joined by
+Orchestration only: SQL lives in `queue` and `store`, HTTP in `api`, and the last stage (one
+transaction per batch writes the rows and marks the queue) in `writer`. Stages are joined by
 bounded queues and the number of runs held at once is capped, so memory stays flat however
-long the queue is. One transaction per batch writes the rows and marks the queue.
+long the queue is.
 """
 
 from __future__ import annotations
@@ -20,17 +21,16 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest import queue
 from ingest.api.client import ApiClient, FetchedRun
 from ingest.api.errors import ApiError, AuthError, InvalidRunId
-from ingest.api.retry import backoff
 from ingest.config import Settings
-from ingest.db.driver import DatabaseUnavailable, connection, transaction, values_refused
+from ingest.db.driver import DatabaseUnavailable, connection, transaction, wait_out_unavailable
 from ingest.failures import Failure, FailureKind
-from ingest.normalize import PayloadRejected, RunRows, normalize
-from ingest.store import store_batch
+from ingest.normalize import PayloadRejected, normalize
+from ingest.writer import STOP, BatchWriter, Failed, Outcome, Stored
 
 log = structlog.get_logger("ingest.worker")
 T = TypeVar("T")
@@ -77,22 +77,6 @@ class FatalApiError(Exception):
     """The API refused our credentials: no point claiming more work."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    claim: queue.Claim
-    rows: RunRows
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Failed:
-    claim: queue.Claim
-    failure: Failure
-
-
-_Outcome = _Stored | _Failed
-_STOP = object()
-
-
 class Worker:
     def __init__(
         self,
@@ -114,13 +98,20 @@ class Worker:
         # less, fetching stalls whenever the writer waits on the database.
         self._capacity = cap + (self.options.writers + 1) * self.options.batch_size
         self._to_fetch: asyncio.Queue[queue.Claim | object] = asyncio.Queue(cap)
-        self._to_store: asyncio.Queue[_Outcome | object] = asyncio.Queue(
-            2 * self.options.batch_size
-        )
+        self._to_store: asyncio.Queue[Outcome | object] = asyncio.Queue(2 * self.options.batch_size)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._fatal: str | None = None
         self._listener = queue.Listener(engine, self._wake.set)
+        self._writer = BatchWriter(
+            engine,
+            self.id,
+            self.options,
+            settings.max_attempts,
+            self.stats,
+            let_go=self._let_go,
+            stopping=self._stopping.is_set,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -147,18 +138,21 @@ class Worker:
             fetchers = [
                 asyncio.create_task(self._fetch_loop()) for _ in range(self.settings.concurrency)
             ]
-            writers = [asyncio.create_task(self._write_loop()) for _ in range(self.options.writers)]
+            writers = [
+                asyncio.create_task(self._writer.run(self._to_store))
+                for _ in range(self.options.writers)
+            ]
             renewer = asyncio.create_task(self._renew_loop())
             try:
                 await self._claim_loop()
                 await self._release_unstarted()
                 for _ in fetchers:
-                    await self._to_fetch.put(_STOP)
+                    await self._to_fetch.put(STOP)
                 _done, pending = await asyncio.wait(fetchers, timeout=self.options.shutdown_grace_s)
                 for task in pending:
                     task.cancel()
                 for _ in writers:
-                    await self._to_store.put(_STOP)
+                    await self._to_store.put(STOP)
                 await asyncio.gather(*writers)
             finally:
                 renewer.cancel()
@@ -240,7 +234,7 @@ class Worker:
     async def _fetch_loop(self) -> None:
         while True:
             item = await self._to_fetch.get()
-            if item is _STOP or self._fatal:
+            if item is STOP or self._fatal:
                 return
             assert isinstance(item, queue.Claim)
             with structlog.contextvars.bound_contextvars(
@@ -250,7 +244,7 @@ class Worker:
             if outcome is not None:
                 await self._to_store.put(outcome)
 
-    async def _process(self, claim: queue.Claim) -> _Outcome | None:
+    async def _process(self, claim: queue.Claim) -> Outcome | None:
         fetched = await self._fetch(claim)
         if not isinstance(fetched, FetchedRun):
             return fetched
@@ -266,7 +260,7 @@ class Worker:
                 http_status=fetched.status,
                 body=fetched.body,
             )
-            return _Failed(claim=claim, failure=failure)
+            return Failed(claim=claim, failure=failure)
         except Exception as exc:  # a normalizer bug must not lose the body either
             log.exception("normalize crashed")
             failure = Failure(
@@ -275,10 +269,10 @@ class Worker:
                 permanent=True,
                 body=fetched.body,
             )
-            return _Failed(claim=claim, failure=failure)
-        return _Stored(claim, rows)
+            return Failed(claim=claim, failure=failure)
+        return Stored(claim, rows)
 
-    async def _fetch(self, claim: queue.Claim) -> FetchedRun | _Failed | None:
+    async def _fetch(self, claim: queue.Claim) -> FetchedRun | Failed | None:
         """The run's body, or why not (None: nothing to record, the run went back or the
         worker is stopping)."""
         try:
@@ -300,7 +294,7 @@ class Worker:
             log.exception("unexpected fetch error")
             detail = f"{type(exc).__name__}: {exc}"
             failure = Failure(kind=FailureKind.UNEXPECTED, detail=detail, permanent=False)
-        return _Failed(claim=claim, failure=failure)
+        return Failed(claim=claim, failure=failure)
 
     async def _refused_credentials(self, claim: queue.Claim, exc: AuthError) -> None:
         self._fatal = (
@@ -312,152 +306,8 @@ class Worker:
         await self._retry_db(lambda: self._release([claim.run_id]), attempts=3)
         self.stop()
 
-    # -- store + complete ------------------------------------------------------------------
-
-    async def _write_loop(self) -> None:
-        o = self.options
-        stopping = False
-        while not stopping:
-            item = await self._to_store.get()
-            if item is _STOP:
-                return
-            batch: list[_Outcome] = [item]  # type: ignore[list-item]
-            deadline = time.monotonic() + o.flush_interval_s
-            while len(batch) < o.batch_size and not stopping:
-                while len(batch) < o.batch_size and not self._to_store.empty():
-                    nxt = self._to_store.get_nowait()
-                    if nxt is _STOP:
-                        stopping = True
-                        break
-                    batch.append(nxt)  # type: ignore[arg-type]
-                left = deadline - time.monotonic()
-                if stopping or len(batch) >= o.batch_size or left <= 0:
-                    break
-                # Look again shortly rather than wake up for every run (about a thousand a
-                # second): a few ms of delay, against a task switch and timer per run.
-                await asyncio.sleep(min(left, 0.01))
-            try:
-                await self._write(batch)
-            except Exception:
-                # Not the runs' fault, and not a connection fault: let their leases run out
-                # so that they are claimed again, rather than holding them forever.
-                log.exception("batch write failed; its runs will be retried", runs=len(batch))
-                self._let_go([b.claim.run_id for b in batch])
-
-    async def _write(self, batch: list[_Outcome]) -> None:
-        failed = [b for b in batch if isinstance(b, _Failed)]
-        stored = [b for b in batch if isinstance(b, _Stored)]
-        if failed:
-            await self._retry_db(functools.partial(self._record_failures, failed))
-        if stored:
-            await self._store(stored)
-
-    async def _store(self, stored: list[_Stored]) -> None:
-        try:
-            await self._retry_db(lambda: self._commit(stored))
-        except DatabaseUnavailable:
-            raise  # not the runs' fault: none of them is blamed
-        except Exception as exc:
-            # A statement error: find the run that causes it rather than failing them all.
-            if len(stored) == 1:
-                await self._unstorable(stored[0], exc)
-                return
-            half = len(stored) // 2
-            await self._store(stored[:half])
-            await self._store(stored[half:])
-
-    async def _unstorable(self, s: _Stored, exc: Exception) -> None:
-        failure = Failure(
-            kind=FailureKind.STORE_ERROR,
-            detail=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
-            permanent=values_refused(exc),
-            body=s.rows.payload.body,
-        )
-        log.error("run could not be stored", run_id=str(s.claim.run_id), error=failure.reason)
-        failed = _Failed(claim=s.claim, failure=failure)
-        await self._retry_db(functools.partial(self._record_failures, [failed]))
-
-    async def _commit(self, stored: list[_Stored]) -> None:
-        done = [s.claim.run_id for s in stored if s.rows.terminal]
-        polls = [
-            queue.Requeue(s.claim.run_id, self.options.poll_unfinished_s)
-            for s in stored
-            if not s.rows.terminal
-        ]
-        started = time.monotonic()
-        async with transaction(self.engine) as conn:
-            result = await store_batch(conn, [s.rows for s in stored])
-            await queue.complete(conn, self.id, done, polls)
-            await queue.record_batch(conn, self.id, len(stored), 0, result.rows)
-        self.stats.batch_seconds.append(time.monotonic() - started)
-        self.stats.done += len(done)
-        self.stats.polled += len(polls)
-        self.stats.rows += result.rows
-        self.stats.batches += 1
-        self._let_go([s.claim.run_id for s in stored])
-
-    async def _record_failures(self, failed: list[_Failed]) -> None:
-        """Each failed attempt in the queue (retry later, or the dead letter), and how many
-        were recorded in `ingest_batches`, in one transaction."""
-        async with transaction(self.engine) as conn:
-            states = [await self._record_failure(conn, f) for f in failed]
-            recorded = sum(1 for state in states if state)
-            if recorded:
-                await queue.record_batch(conn, self.id, 0, recorded, 0)
-        self._let_go([f.claim.run_id for f in failed])
-        for f, state in zip(failed, states, strict=True):
-            self._count_failure(f, state)
-
-    async def _record_failure(self, conn: AsyncConnection, f: _Failed) -> str:
-        """The run's new state: 'dead', 'pending', or '' when its lease was lost meanwhile
-        (another worker has it now: nothing of this attempt is recorded)."""
-        if f.failure.permanent:
-            lettered = await queue.dead_letter(conn, self.id, f.claim.run_id, f.failure)
-            return "dead" if lettered else ""
-        return await queue.fail(
-            conn,
-            self.id,
-            f.claim.run_id,
-            f.failure,
-            max_attempts=self.settings.max_attempts,
-            delay_s=self._retry_delay(f),
-        )
-
-    def _count_failure(self, f: _Failed, state: str) -> None:
-        run_id, reason = str(f.claim.run_id), f.failure.reason
-        if not state:
-            self.stats.lost += 1
-            log.warning("run's lease was lost: another worker has it", run_id=run_id, reason=reason)
-            return
-        kind = f.failure.kind
-        self.stats.failures_by_kind[kind] = self.stats.failures_by_kind.get(kind, 0) + 1
-        if state == "dead":
-            self.stats.dead += 1
-            log.warning("run dead-lettered", run_id=run_id, kind=kind.value, reason=reason)
-        else:
-            self.stats.retried += 1
-            log.info("run will be retried", run_id=run_id, kind=kind.value, reason=reason)
-
-    def _retry_delay(self, f: _Failed) -> float:
-        o = self.options
-        jittered = backoff(f.claim.attempt, base=o.retry_base_s, cap=o.retry_cap_s)
-        # Never sooner than the API asked, nor (full jitter can draw ~0) at once.
-        return max(f.failure.retry_after or 0.0, jittered, o.retry_base_s / 2)
-
     async def _retry_db(self, action: Callable[[], Awaitable[T]], attempts: int = 0) -> T:
-        """Run `action`, waiting out a database that is unreachable (0 attempts: forever,
-        unless stopping). Other errors propagate."""
-        delay, n = 0.5, 0
-        while True:
-            try:
-                return await action()
-            except DatabaseUnavailable as exc:
-                n += 1
-                if (attempts and n >= attempts) or (self._stopping.is_set() and n >= 3):
-                    raise
-                log.warning("database unreachable; retrying", error=str(exc), in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        return await wait_out_unavailable(action, attempts=attempts, stopping=self._stopping.is_set)
 
     # -- leases ----------------------------------------------------------------------------
 

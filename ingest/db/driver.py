@@ -8,14 +8,19 @@ or SQLAlchemy's exception types: a fault of the connection arrives as `DatabaseU
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Protocol, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Protocol, TypeVar, cast
 
 import asyncpg
+import structlog
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+log = structlog.get_logger("ingest.db")
+T = TypeVar("T")
 
 
 class Record(Protocol):
@@ -148,3 +153,24 @@ def values_refused(exc: BaseException) -> bool:
             return state.startswith("22") or state == "54001"
         seen = seen.__cause__
     return False
+
+
+async def wait_out_unavailable(
+    action: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = 0,
+    stopping: Callable[[], bool] = lambda: False,
+) -> T:
+    """Run `action`, again and again while the database is unavailable (0 attempts: until it
+    answers, or three tries once `stopping()`). Other errors propagate at once."""
+    delay, n = 0.5, 0
+    while True:
+        try:
+            return await action()
+        except DatabaseUnavailable as exc:
+            n += 1
+            if (attempts and n >= attempts) or (stopping() and n >= 3):
+                raise
+            log.warning("database unreachable; retrying", error=str(exc), in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
