@@ -14,19 +14,18 @@ any number of concurrent writers sharing versions wait for each other but never 
 
 from __future__ import annotations
 
-import dataclasses
-import operator
+import itertools
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Table, select
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest.db import tables
-from ingest.db.driver import driver_connection
+from ingest.db.bulk import R, Target
+from ingest.db.driver import Db, connection, driver_connection, transaction
 from ingest.normalize import (
     EventRow,
     IntermediateRow,
@@ -59,53 +58,15 @@ class ReprocessResult:
     missing: list[uuid.UUID] = field(default_factory=list)  # asked for, but no stored payload
 
 
-@dataclass(frozen=True)
-class _Target:
-    """One table as written from one row type: column list, SQL types, row -> record."""
-
-    table: str
-    columns: tuple[str, ...]
-    sql_types: tuple[str, ...]
-    record: Callable[[Any], tuple[Any, ...]]
-
-    @classmethod
-    def of(cls, table: Table, row_type: type) -> _Target:
-        columns = tuple(f.name for f in dataclasses.fields(row_type))
-        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-        sql_types = tuple(table.c[name].type.compile(dialect=dialect) for name in columns)
-        return cls(table.name, columns, sql_types, operator.attrgetter(*columns))
-
-    def unnest_select(self) -> str:
-        """`SELECT * FROM unnest($1::type[], ...)`: one array parameter per column."""
-        arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(self.sql_types, start=1))
-        return f"SELECT * FROM unnest({arrays})"
-
-    def arrays(self, rows: Sequence[Any]) -> list[list[Any]]:
-        """The rows as one list per column (the unnest parameters)."""
-        columns: list[list[Any]] = [[] for _ in self.columns]
-        for record in map(self.record, rows):
-            for column, value in zip(columns, record, strict=True):
-                column.append(value)
-        return columns
-
-    def insert(self, conflict: str) -> str:
-        names = ", ".join(f'"{c}"' for c in self.columns)
-        return f"INSERT INTO {self.table} AS t ({names}) {self.unnest_select()} {conflict}"
-
-    def set_all(self, *keep: str) -> str:
-        """Every column from the new row, but those in `keep` (the key, or set otherwise)."""
-        return ", ".join(f'"{c}" = excluded."{c}"' for c in self.columns if c not in keep)
-
-
-_RUNS = _Target.of(tables.runs, RunRow)
-_VERSIONS = _Target.of(tables.versions, VersionRow)
-_EVENTS = _Target.of(tables.run_events, EventRow)
-_INTERMEDIATES = _Target.of(tables.event_intermediates, IntermediateRow)
-_SESSIONS = _Target.of(tables.run_sessions, SessionRow)
-_MESSAGES = _Target.of(tables.session_messages, MessageRow)
-_TOOL_CALLS = _Target.of(tables.message_tool_calls, ToolCallRow)
-_ISSUES = _Target.of(tables.run_issues, IssueRow)
-_PAYLOADS = _Target.of(tables.run_payloads, PayloadRow)
+_RUNS = Target.of(tables.runs, RunRow)
+_VERSIONS = Target.of(tables.versions, VersionRow)
+_EVENTS = Target.of(tables.run_events, EventRow)
+_INTERMEDIATES = Target.of(tables.event_intermediates, IntermediateRow)
+_SESSIONS = Target.of(tables.run_sessions, SessionRow)
+_MESSAGES = Target.of(tables.session_messages, MessageRow)
+_TOOL_CALLS = Target.of(tables.message_tool_calls, ToolCallRow)
+_ISSUES = Target.of(tables.run_issues, IssueRow)
+_PAYLOADS = Target.of(tables.run_payloads, PayloadRow)
 
 # Only runs whose stored payload is not newer are written; RETURNING says which. A fetched
 # completed_at wins over the listing's; NULL (still running, or a payload from before the API
@@ -165,14 +126,27 @@ def _newest_per_run(batch: Sequence[RunRows]) -> list[RunRows]:
     return [newest[run_id] for run_id in sorted(newest)]
 
 
-def _newest_by_id(candidates: list[tuple[Any, Any, Any]]) -> list[Any]:
+def _newest_by_id(candidates: list[tuple[uuid.UUID, datetime, R]]) -> list[R]:
     """(id, fetched_at, row) triples -> one row per id, the latest fetch winning, sorted by id."""
-    newest: dict[Any, tuple[Any, Any]] = {}
+    newest: dict[uuid.UUID, tuple[datetime, R]] = {}
     for key, fetched_at, row in candidates:
         seen = newest.get(key)
         if seen is None or fetched_at >= seen[0]:
             newest[key] = (fetched_at, row)
     return [newest[key][1] for key in sorted(newest)]
+
+
+async def _copy(db: Db, target: Target[R], rows: list[R]) -> int:
+    if rows:
+        await target.copy(db, rows)
+    return len(rows)
+
+
+async def upsert_versions(db: Db, versions: Sequence[VersionRow]) -> None:
+    """Versions, by id and sorted (the lock order), each kept unless a later fetch is stored.
+    From run bodies, and from the catalog's use cases."""
+    if versions:
+        await db.execute(_UPSERT_VERSIONS, *_VERSIONS.arrays(versions))
 
 
 async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreStats:
@@ -192,7 +166,7 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
     await raw.execute("SET LOCAL enable_seqscan = off")
     candidates = _newest_per_run(batch)
     written = {
-        record["id"]
+        cast(uuid.UUID, record["id"])
         for record in await raw.fetch(
             _UPSERT_RUNS, *_RUNS.arrays([rows.run for rows in candidates])
         )
@@ -204,20 +178,16 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
 
     await raw.execute(_DELETE_CHILDREN, [rows.run.id for rows in runs])
 
-    copied = 0
-    for target, rows_ in (
-        (_EVENTS, [event for rows in runs for event in rows.events]),
-        (_INTERMEDIATES, [inter for rows in runs for inter in rows.intermediates]),
-        (_SESSIONS, [session for rows in runs for session in rows.sessions]),
-        (_MESSAGES, [message for rows in runs for message in rows.messages]),
-        (_TOOL_CALLS, [call for rows in runs for call in rows.tool_calls]),
-        (_PAYLOADS, [rows.payload for rows in runs]),
-    ):
-        if rows_:
-            await raw.copy_records_to_table(
-                target.table, records=map(target.record, rows_), columns=target.columns
-            )
-            copied += len(rows_)
+    copied = sum(
+        [
+            await _copy(raw, _EVENTS, [event for rows in runs for event in rows.events]),
+            await _copy(raw, _INTERMEDIATES, [i for rows in runs for i in rows.intermediates]),
+            await _copy(raw, _SESSIONS, [session for rows in runs for session in rows.sessions]),
+            await _copy(raw, _MESSAGES, [message for rows in runs for message in rows.messages]),
+            await _copy(raw, _TOOL_CALLS, [call for rows in runs for call in rows.tool_calls]),
+            await _copy(raw, _PAYLOADS, [rows.payload for rows in runs]),
+        ]
+    )
 
     issues = _newest_by_id(
         [(issue.id, rows.run.fetched_at, issue) for rows in runs for issue in rows.issues]
@@ -230,8 +200,7 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
     versions = _newest_by_id(
         [(r.version.id, r.version.fetched_at, r.version) for r in runs if r.version is not None]
     )
-    if versions:
-        await raw.execute(_UPSERT_VERSIONS, *_VERSIONS.arrays(versions))
+    await upsert_versions(raw, versions)
 
     stats.rows = len(runs) + copied + len(issues) + len(versions)
     return stats
@@ -239,25 +208,28 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreS
 
 async def _stored_payloads(
     engine: AsyncEngine, run_ids: Sequence[uuid.UUID] | None, batch_size: int
-) -> AsyncIterator[list[tuple[uuid.UUID, bytes, Any]]]:
+) -> AsyncIterator[list[tuple[uuid.UUID, bytes, datetime]]]:
     """Stored payloads in chunks: the given runs, or all of them in run id order."""
-    p = tables.run_payloads
-    query = select(p.c.run_id, p.c.body, p.c.fetched_at).order_by(p.c.run_id)
+    select = "SELECT run_id, body, fetched_at FROM run_payloads"
     wanted = sorted(set(run_ids)) if run_ids is not None else None
-    start = 0
     after: uuid.UUID | None = None  # all runs: keyset paging, whatever their number
-    while True:
-        if wanted is None:
-            page = query.limit(batch_size)
-            if after is not None:
-                page = page.where(p.c.run_id > after)
-        elif start < len(wanted):
-            page = query.where(p.c.run_id.in_(wanted[start : start + batch_size]))
-            start += batch_size
-        else:
-            return
-        async with engine.connect() as conn:
-            rows = [(r.run_id, r.body, r.fetched_at) for r in await conn.execute(page)]
+    for start in itertools.count(0, batch_size):
+        async with connection(engine) as conn:
+            db = await driver_connection(conn)
+            if wanted is None:
+                records = await db.fetch(
+                    f"{select} WHERE $1::uuid IS NULL OR run_id > $1 ORDER BY run_id LIMIT $2",
+                    after,
+                    batch_size,
+                )
+            elif start < len(wanted):
+                chunk = wanted[start : start + batch_size]
+                records = await db.fetch(
+                    f"{select} WHERE run_id = ANY($1::uuid[]) ORDER BY run_id", chunk
+                )
+            else:
+                return
+        rows = [cast(tuple[uuid.UUID, bytes, datetime], tuple(r)) for r in records]
         if rows:
             after = rows[-1][0]
             yield rows
@@ -283,7 +255,7 @@ async def reprocess(
                 batch.append(normalize(body, run_id, fetched_at))
             except PayloadRejected as exc:
                 result.refused.append((run_id, exc.reason))
-        async with engine.begin() as conn:
+        async with transaction(engine) as conn:
             stats = await store_batch(conn, batch)
         result.runs += stats.runs
         result.rows += stats.rows

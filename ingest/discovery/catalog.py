@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ingest.api.client import ApiClient
 from ingest.api.errors import ApiError
 from ingest.db import tables
+from ingest.db.bulk import Target
 from ingest.db.driver import driver_connection
 from ingest.discovery.state import read_watermark, write_watermark
 from ingest.logs import get_logger
@@ -47,7 +48,7 @@ from ingest.normalize.fields import (
     read_uuid,
     strip_nul,
 )
-from ingest.store import _UPSERT_VERSIONS, _VERSIONS, _Target
+from ingest.store import upsert_versions
 
 log = get_logger("ingest.catalog")
 
@@ -180,10 +181,10 @@ def parse_usage(item: dict[str, Any], refreshed_at: datetime) -> UsageRow:
 
 # -- writing ---------------------------------------------------------------------------------
 
-_USE_CASES = _Target.of(tables.use_cases, UseCaseRow)
+_USE_CASES = Target.of(tables.use_cases, UseCaseRow)
 _UPSERT_USE_CASES = _USE_CASES.insert(f"ON CONFLICT (id) DO UPDATE SET {_USE_CASES.set_all('id')}")
 _USAGE_KEY = ("org_id", "use_case_id", "period_start", "period_end")
-_USAGE = _Target.of(tables.usage, UsageRow)
+_USAGE = Target.of(tables.usage, UsageRow)
 _UPSERT_USAGE = _USAGE.insert(
     f"ON CONFLICT ({', '.join(_USAGE_KEY)}) DO UPDATE SET {_USAGE.set_all(*_USAGE_KEY)}"
 )
@@ -297,8 +298,7 @@ async def _refresh_use_cases(
         db = await driver_connection(conn)
         if use_cases:
             await db.execute(_UPSERT_USE_CASES, *_USE_CASES.arrays(use_cases))
-        if versions:
-            await db.execute(_UPSERT_VERSIONS, *_VERSIONS.arrays(versions))
+        await upsert_versions(db, versions)
         await write_watermark(conn, USE_CASES_STATE, now)
     result.use_cases, result.versions = len(use_cases), len(versions)
 

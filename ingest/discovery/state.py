@@ -13,6 +13,8 @@ from typing import cast
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest import queue
+from ingest.db import tables
+from ingest.db.bulk import Target
 from ingest.db.driver import driver_connection
 from ingest.discovery.listing import ListedRun, Slice
 
@@ -24,40 +26,32 @@ _SYNC_LOCK_CLASS = 0x68725359  # "hrSY"
 
 # -- listed runs -----------------------------------------------------------------------------
 
-_UPSERT_LISTED = """
+_LISTED = Target.of(tables.runs, ListedRun)
+# A fetched body knows more than a listing: once a run has been fetched, the listing only adds
+# `data` and a completed_at the fetch did not have (a run does not un-complete).
+_LISTING_DEFERS_TO_FETCH = ", ".join(
+    f'"{c}" = CASE WHEN r.fetched_at IS NULL THEN excluded."{c}" ELSE r."{c}" END'
+    for c in _LISTED.columns
+    if c not in ("id", "completed_at", "data")
+)
+_UPSERT_LISTED = f"""
 WITH listed AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
-                         $6::text[], $7::timestamptz[], $8::timestamptz[], $9::text[])
-        AS l(id, org_id, use_case_id, version_id, status, annotation, "timestamp",
-             completed_at, data)
+    {_LISTED.unnest_select()} AS l({_LISTED.names})
 ),
 prior AS (
     SELECT r.id, r.status, r.fetched_at FROM runs r JOIN listed USING (id)
 ),
 upserted AS (
-    INSERT INTO runs AS r (id, org_id, use_case_id, version_id, status, annotation,
-                           "timestamp", completed_at, data, listed_at)
-    SELECT id, org_id, use_case_id, version_id, status, annotation, "timestamp",
-           completed_at, data::jsonb, now()
-    FROM listed
+    INSERT INTO runs AS r ({_LISTED.names}, listed_at)
+    SELECT *, now() FROM listed
     ON CONFLICT (id) DO UPDATE SET
-        -- a run does not un-complete: a listing without the field keeps what we had; once a
-        -- fetch has its own completed_at, that one wins
+        {_LISTING_DEFERS_TO_FETCH},
+        -- once a fetch has its own completed_at, that one wins
         completed_at = CASE WHEN r.fetched_at IS NULL
                             THEN coalesce(excluded.completed_at, r.completed_at)
                             ELSE coalesce(r.completed_at, excluded.completed_at) END,
         data = coalesce(excluded.data, r.data),
         listed_at = excluded.listed_at,
-        org_id = CASE WHEN r.fetched_at IS NULL THEN excluded.org_id ELSE r.org_id END,
-        use_case_id = CASE WHEN r.fetched_at IS NULL
-                           THEN excluded.use_case_id ELSE r.use_case_id END,
-        version_id = CASE WHEN r.fetched_at IS NULL
-                          THEN excluded.version_id ELSE r.version_id END,
-        status = CASE WHEN r.fetched_at IS NULL THEN excluded.status ELSE r.status END,
-        annotation = CASE WHEN r.fetched_at IS NULL
-                          THEN excluded.annotation ELSE r.annotation END,
-        "timestamp" = CASE WHEN r.fetched_at IS NULL
-                           THEN excluded."timestamp" ELSE r."timestamp" END,
         updated_at = now()
 )
 -- `prior` reads the rows as they were before the upsert (one snapshot for the statement)
@@ -72,26 +66,7 @@ async def store_listed(conn: AsyncConnection, runs: Sequence[ListedRun]) -> list
     if not runs:
         return []
     db = await driver_connection(conn)
-    columns = list(
-        zip(
-            *(
-                (
-                    r.id,
-                    r.org_id,
-                    r.use_case_id,
-                    r.version_id,
-                    r.status,
-                    r.annotation,
-                    r.timestamp,
-                    r.completed_at,
-                    r.data,
-                )
-                for r in runs
-            ),
-            strict=True,
-        )
-    )
-    rows = await db.fetch(_UPSERT_LISTED, *(list(c) for c in columns))
+    rows = await db.fetch(_UPSERT_LISTED, *_LISTED.arrays(runs))
     return [cast(uuid.UUID, r["id"]) for r in rows]
 
 
