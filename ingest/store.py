@@ -23,23 +23,10 @@ from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ingest import normalize
 from ingest.db import tables
 from ingest.db.bulk import R, Target
 from ingest.db.driver import Db, connection, driver_connection, transaction
-from ingest.normalize import (
-    EventRow,
-    IntermediateRow,
-    IssueRow,
-    MessageRow,
-    PayloadRejected,
-    PayloadRow,
-    RunRow,
-    RunRows,
-    SessionRow,
-    ToolCallRow,
-    VersionRow,
-    normalize,
-)
 
 
 @dataclass
@@ -58,15 +45,15 @@ class ReprocessResult:
     missing: list[uuid.UUID] = field(default_factory=list)  # asked for, but no stored payload
 
 
-_RUNS = Target.of(tables.runs, RunRow)
-_VERSIONS = Target.of(tables.versions, VersionRow)
-_EVENTS = Target.of(tables.run_events, EventRow)
-_INTERMEDIATES = Target.of(tables.event_intermediates, IntermediateRow)
-_SESSIONS = Target.of(tables.run_sessions, SessionRow)
-_MESSAGES = Target.of(tables.session_messages, MessageRow)
-_TOOL_CALLS = Target.of(tables.message_tool_calls, ToolCallRow)
-_ISSUES = Target.of(tables.run_issues, IssueRow)
-_PAYLOADS = Target.of(tables.run_payloads, PayloadRow)
+_RUNS = Target.of(tables.runs, normalize.RunRow)
+_VERSIONS = Target.of(tables.versions, normalize.VersionRow)
+_EVENTS = Target.of(tables.run_events, normalize.EventRow)
+_INTERMEDIATES = Target.of(tables.event_intermediates, normalize.IntermediateRow)
+_SESSIONS = Target.of(tables.run_sessions, normalize.SessionRow)
+_MESSAGES = Target.of(tables.session_messages, normalize.MessageRow)
+_TOOL_CALLS = Target.of(tables.message_tool_calls, normalize.ToolCallRow)
+_ISSUES = Target.of(tables.run_issues, normalize.IssueRow)
+_PAYLOADS = Target.of(tables.run_payloads, normalize.PayloadRow)
 
 # Only runs whose stored payload is not newer are written; RETURNING says which. A fetched
 # completed_at wins over the listing's; NULL (still running, or a payload from before the API
@@ -116,9 +103,9 @@ _DELETE_CHILDREN = (
 )
 
 
-def _newest_per_run(batch: Sequence[RunRows]) -> list[RunRows]:
+def _newest_per_run(batch: Sequence[normalize.RunRows]) -> list[normalize.RunRows]:
     """One entry per run (the latest fetch; on a tie the later in the batch), sorted by id."""
-    newest: dict[uuid.UUID, RunRows] = {}
+    newest: dict[uuid.UUID, normalize.RunRows] = {}
     for rows in batch:
         seen = newest.get(rows.run.id)
         if seen is None or rows.run.fetched_at >= seen.run.fetched_at:
@@ -142,14 +129,14 @@ async def _copy(db: Db, target: Target[R], rows: list[R]) -> int:
     return len(rows)
 
 
-async def upsert_versions(db: Db, versions: Sequence[VersionRow]) -> None:
+async def upsert_versions(db: Db, versions: Sequence[normalize.VersionRow]) -> None:
     """Versions, by id and sorted (the lock order), each kept unless a later fetch is stored.
     From run bodies, and from the catalog's use cases."""
     if versions:
         await db.execute(_UPSERT_VERSIONS, *_VERSIONS.arrays(versions))
 
 
-async def store_batch(conn: AsyncConnection, batch: Sequence[RunRows]) -> StoreStats:
+async def store_batch(conn: AsyncConnection, batch: Sequence[normalize.RunRows]) -> StoreStats:
     """Write a batch of normalized runs within the caller's transaction; raise on any error.
 
     Stale payloads (fetched before what is stored) are skipped and counted, never written.
@@ -252,8 +239,8 @@ async def reprocess(
             if run_ids is not None:
                 found.add(run_id)
             try:
-                batch.append(normalize(body, run_id, fetched_at))
-            except PayloadRejected as exc:
+                batch.append(normalize.normalize(body, run_id, fetched_at))
+            except normalize.PayloadRejected as exc:
                 result.refused.append((run_id, exc.reason))
         async with transaction(engine) as conn:
             stats = await store_batch(conn, batch)

@@ -31,6 +31,7 @@ from ingest.api.client import ApiClient
 from ingest.api.retry import RetryPolicy, with_retries
 from ingest.ids import parse_run_id
 from ingest.logs import get_logger
+from ingest.normalize.rows import RunHead
 
 log = get_logger("ingest.discovery")
 
@@ -72,20 +73,13 @@ ALL_RUNS = Filters()
 DEFAULT_PAGING = Paging()
 
 
-@dataclass(frozen=True, slots=True)
-class ListedRun:
-    id: uuid.UUID
-    org_id: uuid.UUID | None
-    use_case_id: uuid.UUID | None
-    version_id: uuid.UUID | None
-    status: str | None
-    annotation: str | None
-    timestamp: datetime | None
-    completed_at: datetime | None
+@dataclass(slots=True)
+class ListedRun(RunHead):
+    """A `GET /runs` item: what a fetch would say too, and `data`, which only listings carry."""
+
     data: str | None  # JSON text for a jsonb column
 
 
-@dataclass
 @dataclass
 class Slice:
     """One finished sub-window [start, end) and the runs listed in it."""

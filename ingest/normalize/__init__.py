@@ -14,37 +14,10 @@ Modules, in the order a body goes through them: `shape` (today's enumerations an
 and version), `calls` (session events: calls, transcripts, tool calls), `rows` (what comes out).
 """
 
-from ingest.normalize.rows import (
-    DriftNote,
-    EventRow,
-    IntermediateRow,
-    IssueRow,
-    MessageRow,
-    PayloadRejected,
-    PayloadRow,
-    RunRow,
-    RunRows,
-    SessionRow,
-    ToolCallRow,
-    VersionRow,
-)
+from ingest.normalize import rows
+from ingest.normalize.rows import *  # noqa: F403 (every row type: rows.__all__)
 from ingest.normalize.run import normalize, version_row
 from ingest.normalize.shape import TERMINAL_STATUSES
 
-__all__ = [
-    "TERMINAL_STATUSES",
-    "DriftNote",
-    "EventRow",
-    "IntermediateRow",
-    "IssueRow",
-    "MessageRow",
-    "PayloadRejected",
-    "PayloadRow",
-    "RunRow",
-    "RunRows",
-    "SessionRow",
-    "ToolCallRow",
-    "VersionRow",
-    "normalize",
-    "version_row",
-]
+__all__ = ["TERMINAL_STATUSES", "normalize", "version_row"]
+__all__ += rows.__all__

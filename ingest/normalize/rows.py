@@ -9,6 +9,22 @@ from datetime import datetime
 
 from ingest.normalize.shape import TERMINAL_STATUSES
 
+__all__ = [
+    "DriftNote",
+    "EventRow",
+    "IntermediateRow",
+    "IssueRow",
+    "MessageRow",
+    "PayloadRejected",
+    "PayloadRow",
+    "RunHead",
+    "RunRow",
+    "RunRows",
+    "SessionRow",
+    "ToolCallRow",
+    "VersionRow",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class DriftNote:
@@ -19,8 +35,8 @@ class DriftNote:
 
 
 @dataclass(slots=True)
-class RunRow:
-    """The columns of `runs` a fetch owns; `data` and `listed_at` are discovery's."""
+class RunHead:
+    """The `runs` columns that a listing item and a fetched body both carry."""
 
     id: uuid.UUID
     org_id: uuid.UUID | None
@@ -29,7 +45,13 @@ class RunRow:
     status: str | None
     annotation: str | None
     timestamp: datetime | None
-    completed_at: datetime | None  # NULL keeps the listing's (a run does not un-complete)
+    completed_at: datetime | None  # NULL keeps what is stored (a run does not un-complete)
+
+
+@dataclass(slots=True)
+class RunRow(RunHead):
+    """The columns of `runs` a fetch owns; `data` and `listed_at` are discovery's."""
+
     fetched_at: datetime
     payload_sha256: str
 
