@@ -5,7 +5,7 @@ Loopback only. The API simulator runs in a process of its own with faults at a f
 payloads; two `hr-ingest worker` processes drain a queue that keeps growing (new runs and
 refreshes of done ones) and are SIGKILLed at random, then restarted; at the end one
 `worker --drain` finishes the work and the tables are checked against the raw payloads
-(tests/test_faults.py `check_rows`). Prints a summary table; exits 1 on any discrepancy.
+(tests/oracle.py `check_rows`). Prints a summary table; exits 1 on any discrepancy.
 
     python bench/soak.py [--minutes 3] [--seed 1]
 
@@ -44,7 +44,7 @@ from ingest.db import embedded, migrate  # noqa: E402
 from ingest.db.engine import create_engine  # noqa: E402
 from ingest.ops.status import collect  # noqa: E402
 from ingest.ops.summary import TABLES  # noqa: E402
-from tests.test_faults import check_rows  # noqa: E402
+from tests.oracle import check_rows  # noqa: E402
 
 API_KEY = "soak-key"
 RUNS = 9000

@@ -9,11 +9,11 @@ so tests run in any order and never see each other's rows.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -24,12 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ingest.config import Secret, Settings
 from ingest.db import embedded, migrate
 from ingest.db.engine import create_engine
-from tests.helpers import cli_env
-
-
-def _dsn(url: str) -> str:
-    """A plain libpq-style DSN for asyncpg from any SQLAlchemy-style URL."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+from ingest.simulator import Simulator
+from tests.helpers import API_KEY, cli_env, dsn
 
 
 @pytest.fixture(scope="session")
@@ -48,14 +44,14 @@ def server_url() -> Iterator[str]:
 @pytest_asyncio.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
     name = f"hr_ingest_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(_dsn(server_url))
+    admin = await asyncpg.connect(dsn(server_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     url = make_url(server_url).set(drivername="postgresql+asyncpg", database=name)
     yield url.render_as_string(hide_password=False)
-    admin = await asyncpg.connect(_dsn(server_url))
+    admin = await asyncpg.connect(dsn(server_url))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -77,7 +73,7 @@ async def settings(database_url: str, schema: str, tmp_path: Path) -> AsyncItera
     finally:
         await engine.dispose()
     yield s
-    conn = await asyncpg.connect(_dsn(database_url))
+    conn = await asyncpg.connect(dsn(database_url))
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
@@ -97,7 +93,13 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
     return cli_env(settings)
 
 
-def hr_ingest_bin() -> str:
-    found = shutil.which("hr-ingest", path=str(Path(os.sys.executable).parent))
-    assert found, "hr-ingest console script not installed in this environment"
-    return found
+@pytest_asyncio.fixture
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+    """The simulated API on a free port, expecting `API_KEY`. Its arguments come from a
+    `@pytest.mark.sim(runs=..., seed=..., ...)` on the test, or on its module (`pytestmark`)."""
+    marker = request.node.get_closest_marker("sim")
+    arguments: dict[str, Any] = {"runs": 100, "seed": 1, "api_key": API_KEY}
+    if marker is not None:
+        arguments.update(marker.kwargs)
+    async with Simulator(**arguments) as s:
+        yield s

@@ -4,7 +4,6 @@ operations server, against the simulator, and a scraper for what it serves."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,33 +11,17 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ingest import queue
 from ingest.api.client import ApiClient
 from ingest.api.ratelimit import RateLimiter
-from ingest.config import Secret, Settings
+from ingest.config import Settings
 from ingest.ops.server import OpsServer
 from ingest.simulator import Simulator
 from ingest.worker import Worker, WorkerOptions
-
-API_KEY = "ops-test-key"
-FAST = WorkerOptions(drain=True, retry_base_s=0.05, flush_interval_s=0.05, idle_poll_s=0.5)
+from tests.helpers import FAST, enqueue
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def api_settings(settings: Settings, sim: Simulator, key: str = API_KEY) -> Settings:
-    return settings.with_overrides(
-        base_url=sim.base_url, api_key=Secret(key), rate_limit=5000.0, max_attempts=3
-    )
 
 
 @dataclass
@@ -90,16 +73,6 @@ async def status_json(server: OpsServer) -> dict[str, object]:
     assert status == 200
     doc: dict[str, object] = orjson.loads(body)
     return doc
-
-
-async def enqueue(engine: AsyncEngine, run_ids: list[uuid.UUID]) -> None:
-    async with engine.begin() as conn:
-        await queue.enqueue(conn, run_ids)
-
-
-async def scalar(engine: AsyncEngine, sql: str) -> object:
-    async with engine.connect() as conn:
-        return (await conn.execute(text(sql))).scalar()
 
 
 def add_unknown_field(sim: Simulator, run_id: uuid.UUID) -> None:

@@ -36,10 +36,8 @@ KEY = "sk-test-7f3a9c2e41b8d6f0"
 WRONG_KEY = "sk-wrong-9d8e7f6a5b4c"  # a module constant: logged tracebacks show test locals
 
 
-@pytest_asyncio.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(runs=50, seed=3, api_key=KEY, stall_seconds=5) as s:
-        yield s
+# The key is this module's own: its tests search output for it.
+pytestmark = pytest.mark.sim(runs=50, seed=3, api_key=KEY, stall_seconds=5)
 
 
 def settings_for(sim: Simulator, **changes: object) -> Settings:

@@ -20,9 +20,8 @@ from ingest.api.retry import RetryPolicy
 from ingest.config import Settings
 from ingest.discovery import Paging, SyncOptions, catalog
 from ingest.simulator import Simulator
-from tests.helpers import api_settings, run_cli
+from tests.helpers import API_KEY, api_settings, run_cli
 
-API_KEY = "catalog-test-key"
 SECRET = "whsec_PLANTED-catalog-Zq7-never-stored"
 PAGING = Paging(page_size=500, retry=RetryPolicy(retries=0))
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -11,8 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest.config import Settings
 from ingest.simulator import Simulator
-from tests.helpers import drain, run_cli
-from tests.test_worker import API_KEY, api_settings
+from tests.helpers import API_KEY, api_settings, drain, run_cli
 
 
 async def test_enqueue_reports_bad_lines_and_still_adds_the_good_ones(

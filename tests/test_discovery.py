@@ -18,23 +18,16 @@ from ingest import cli, discovery
 from ingest.api.client import open_client
 from ingest.api.errors import ApiError
 from ingest.api.retry import RetryPolicy
-from ingest.config import Secret, Settings
+from ingest.config import Settings
 from ingest.discovery import Paging, SyncOptions, listing
 from ingest.simulator import Simulator
 from ingest.simulator.data import FINISHED, RUNNING
 from ingest.worker import Worker, WorkerOptions
-from tests.conftest import hr_ingest_bin
+from tests.helpers import API_KEY, api_settings, run_cli_async, scalar, sim_env, start_cli
 
-API_KEY = "discovery-test-key"
 # Small pages and shallow sub-windows, so a few thousand runs exercise cuts and dense instants.
 PAGING = Paging(page_size=200, max_pages=3, retry=RetryPolicy(retries=0))
 DRAIN = WorkerOptions(drain=True, retry_base_s=0.05, flush_interval_s=0.05, idle_poll_s=0.5)
-
-
-def api_settings(settings: Settings, sim: Simulator) -> Settings:
-    return settings.with_overrides(
-        base_url=sim.base_url, api_key=Secret(API_KEY), rate_limit=5000.0
-    )
 
 
 class ListCalls:
@@ -64,39 +57,8 @@ async def rows(engine: AsyncEngine, sql: str) -> list[Any]:
         return [tuple(r) for r in await conn.execute(text(sql))]
 
 
-async def scalar(engine: AsyncEngine, sql: str) -> Any:
-    async with engine.connect() as conn:
-        return (await conn.execute(text(sql))).scalar()
-
-
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def cli_env(subprocess_env: dict[str, str], sim: Simulator, **extra: str) -> dict[str, str]:
-    return {
-        **subprocess_env,
-        "HAPPYROBOT_BASE_URL": sim.base_url,
-        "HAPPYROBOT_API_KEY": API_KEY,
-        **extra,
-    }
-
-
-async def start_cli(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        hr_ingest_bin(),
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await start_cli(env, *args)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def finished_windows(engine: AsyncEngine) -> list[tuple[datetime, datetime]]:
@@ -200,7 +162,7 @@ async def test_a_killed_discover_resumes_without_relisting(
 ) -> None:
     async with Simulator(runs=3000, seed=6, api_key=API_KEY) as sim:
         calls = ListCalls(sim)
-        env = cli_env(subprocess_env, sim, INGEST_RATE_LIMIT="50")
+        env = sim_env(subprocess_env, sim, INGEST_RATE_LIMIT="50")
         argv = ("discover", "--since", "8d", "--window", "2h", "--page-size", "100")
         proc = await start_cli(env, *argv)
         while len(await finished_windows(engine)) < 10:
@@ -211,7 +173,7 @@ async def test_a_killed_discover_resumes_without_relisting(
         finished = await finished_windows(engine)
         first_run = len(calls)
         calls.starts.clear()
-        code, out, err = await run_cli(env, *argv)
+        code, out, err = await run_cli_async(env, *argv)
         assert code == 0, err
         assert f"({len(finished)} finished earlier, skipped)" in out
         assert_not_relisted(calls, finished)
@@ -279,10 +241,10 @@ async def test_discover_cli_reports_errors_in_one_line(
     settings: Settings, subprocess_env: dict[str, str]
 ) -> None:
     async with Simulator(runs=10, seed=2, api_key="another-key") as sim:
-        env = cli_env(subprocess_env, sim)
-        code, _, err = await run_cli(env, "discover", "--since", "1d", "--until", "2d")
+        env = sim_env(subprocess_env, sim)
+        code, _, err = await run_cli_async(env, "discover", "--since", "1d", "--until", "2d")
         assert code == 2 and err.startswith("hr-ingest: error: --since") and err.count("\n") == 1
-        code, _, err = await run_cli(env, "discover", "--since", "2d")
+        code, _, err = await run_cli_async(env, "discover", "--since", "2d")
     assert code == 1
     line = [x for x in err.splitlines() if x.startswith("hr-ingest:")]
     assert len(line) == 1 and "discover stopped" in line[0] and "401" in line[0], err
@@ -400,7 +362,7 @@ async def test_only_one_sync_runs_at_a_time(
         async with discovery.sync_lock(engine) as held:
             assert held
             started = asyncio.get_running_loop().time()
-            code, out, err = await run_cli(cli_env(subprocess_env, sim), "sync")
+            code, out, err = await run_cli_async(sim_env(subprocess_env, sim), "sync")
             assert code == 0 and "another sync is running" in out, err
             assert asyncio.get_running_loop().time() - started < 10
         # One page per window here: only the sync that ran called the API.
@@ -414,7 +376,7 @@ async def test_worker_sync_every_keeps_the_tables_current(
     settings: Settings, engine: AsyncEngine, subprocess_env: dict[str, str]
 ) -> None:
     async with Simulator(runs=200, seed=11, api_key=API_KEY) as sim:
-        env = cli_env(subprocess_env, sim, INGEST_RATE_LIMIT="500")
+        env = sim_env(subprocess_env, sim, INGEST_RATE_LIMIT="500")
         proc = await start_cli(env, "worker", "--sync-every", "1s")
         try:
             added = sim.add_runs(5)

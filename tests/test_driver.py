@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -17,17 +15,12 @@ from ingest.db.driver import (
     transaction,
     values_refused,
 )
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # nothing listens once the socket closes
+from tests.helpers import free_port
 
 
 @pytest.mark.parametrize("enter", [transaction, connection])
 async def test_a_server_that_cannot_be_reached_is_unavailable(enter: object) -> None:
-    engine = create_async_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/x")
+    engine = create_async_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x")
     try:
         with pytest.raises(DatabaseUnavailable) as caught:
             async with enter(engine) as conn:  # type: ignore[operator]

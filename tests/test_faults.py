@@ -5,14 +5,13 @@ against the raw payloads stored (`check_rows`, also used by `bench/soak.py`)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import dataclasses
 import os
 import random
 import signal
 import subprocess
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from asyncio.subprocess import Process
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -27,213 +26,25 @@ from ingest.config import Secret, Settings
 from ingest.db import embedded, migrate
 from ingest.db.engine import create_engine
 from ingest.simulator import Simulator
-from ingest.worker import WorkerOptions, WorkerStats
+from ingest.worker import WorkerStats
 from tests import helpers
-from tests.helpers import cli_env, enqueue, scalar
+from tests.helpers import cli_env, enqueue, scalar, sim_env, wait_for
+from tests.oracle import check_rows
 from tests.payloads import make_run_payload
 
-API_KEY = "fault-test-key"
-FAST = WorkerOptions(
-    drain=True, retry_base_s=0.05, flush_interval_s=0.05, idle_poll_s=0.3, batch_size=20
-)
-TERMINAL = ("completed", "canceled", "failed")
-
-
-# -- the oracle: rows against the raw payloads they came from ---------------------------------
-
-
-def _uuid_or_none(value: Any) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
-@dataclass
-class Described:
-    """The row counts and issue ids a stored raw body describes, read straight from its JSON,
-    independently of ingest.normalize."""
-
-    events: int
-    intermediates: int
-    sessions: int
-    messages: int
-    tool_calls: int
-    issues: set[uuid.UUID]
-
-    @classmethod
-    def of(cls, body: bytes) -> Described:
-        doc = orjson.loads(body)
-        events = [e if isinstance(e, dict) else {} for e in doc.get("events") or []]
-        calls = [e for e in events if e.get("type") == "session"]
-        messages = [m or {} for c in calls for m in c.get("messages") or []]
-        return cls(
-            events=len(events),
-            intermediates=sum(
-                1
-                for e in events
-                if e.get("type") != "session" and isinstance(e.get("intermediate"), dict)
-            ),
-            sessions=len(calls),
-            messages=len(messages),
-            tool_calls=sum(len(m.get("tool_calls") or []) for m in messages),
-            issues={
-                parsed
-                for i in doc.get("issues") or []
-                if isinstance(i, dict) and (parsed := _uuid_or_none(i.get("id"))) is not None
-            },
-        )
-
-
-async def check_rows(engine: AsyncEngine) -> list[str]:
-    """Every discrepancy between the tables, the queue and the stored raw payloads (empty
-    when all is right): per run, its events, intermediates and issues are exactly what its
-    stored body lists, nothing twice and nothing stale; the queue is settled."""
-    problems: list[str] = []
-    async with engine.connect() as conn:
-
-        async def counts(sql: str) -> dict[uuid.UUID, int]:
-            return {r[0]: r[1] for r in await conn.execute(text(sql))}
-
-        payloads = {
-            r.run_id: (r.body, r.sha256)
-            for r in await conn.execute(text("SELECT run_id, body, sha256 FROM run_payloads"))
-        }
-        runs = {
-            r.id: r.payload_sha256
-            for r in await conn.execute(
-                text("SELECT id, payload_sha256 FROM runs WHERE fetched_at IS NOT NULL")
-            )
-        }
-        events = await counts("SELECT run_id, count(*) FROM run_events GROUP BY 1")
-        gaps = await counts(
-            "SELECT run_id, count(*) FROM run_events GROUP BY 1 HAVING max(seq) + 1 <> count(*)"
-        )
-        inters = await counts("SELECT run_id, count(*) FROM event_intermediates GROUP BY 1")
-        sessions = await counts("SELECT run_id, count(*) FROM run_sessions GROUP BY 1")
-        messages = await counts("SELECT run_id, count(*) FROM session_messages GROUP BY 1")
-        tool_calls = await counts("SELECT run_id, count(*) FROM message_tool_calls GROUP BY 1")
-        issue_rows = {
-            r[0]: r[1] for r in await conn.execute(text("SELECT id, run_id FROM run_issues"))
-        }
-        queue_rows = list(
-            await conn.execute(
-                text(
-                    "SELECT q.run_id, q.state, q.awaiting_terminal, q.last_error, r.status,"
-                    " d.run_id IS NOT NULL AS lettered, d.reason"
-                    " FROM ingest_queue q LEFT JOIN runs r ON r.id = q.run_id"
-                    " LEFT JOIN dead_letters d ON d.run_id = q.run_id"
-                )
-            )
-        )
-        orphan_letters = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) FROM dead_letters d JOIN ingest_queue q USING (run_id)"
-                    " WHERE q.state <> 'dead'"
-                )
-            )
-        ).scalar_one()
-    if set(runs) != set(payloads):
-        problems.append(
-            f"runs fetched without a payload or vice versa: {set(runs) ^ set(payloads)}"
-        )
-    all_issues: set[uuid.UUID] = set()
-    for run_id, (body, sha) in payloads.items():
-        want = Described.of(body)
-        all_issues |= want.issues
-        if hashlib.sha256(body).hexdigest() != sha or runs.get(run_id) != sha:
-            problems.append(f"{run_id}: payload hash does not match its body or its run")
-        if run_id in gaps:
-            problems.append(f"{run_id}: its events' seq have gaps")
-        for name, stored, wanted in (
-            ("events", events, want.events),
-            ("intermediates", inters, want.intermediates),
-            ("sessions", sessions, want.sessions),
-            ("messages", messages, want.messages),
-            ("tool calls", tool_calls, want.tool_calls),
-        ):
-            if stored.get(run_id, 0) != wanted:
-                problems.append(f"{run_id}: {stored.get(run_id, 0)} {name}, body has {wanted}")
-        # An issue listed by two runs is stored once, under one of them.
-        if any(issue_rows.get(i) is None for i in want.issues):
-            problems.append(f"{run_id}: an issue of its body is missing")
-    if set(issue_rows) != all_issues:
-        problems.append(f"{len(set(issue_rows) ^ all_issues)} issues differ from the bodies'")
-    for child in (events, inters, sessions, messages, tool_calls):
-        if set(child) - set(payloads):
-            problems.append(f"rows of runs without a payload: {set(child) - set(payloads)}")
-    for q in queue_rows:
-        if q.state == "done" and q.run_id not in payloads:
-            problems.append(f"{q.run_id}: done but nothing stored")
-        elif q.state == "dead" and not (q.lettered and q.reason and q.last_error):
-            problems.append(f"{q.run_id}: dead without a dead letter and a reason")
-        elif q.state == "pending" and not (q.awaiting_terminal and q.status not in TERMINAL):
-            problems.append(f"{q.run_id}: still pending ({q.last_error})")
-        elif q.state == "running":
-            problems.append(f"{q.run_id}: still running")
-    if orphan_letters:
-        problems.append(f"{orphan_letters} dead letters of runs that are not dead")
-    return problems
-
-
-# -- helpers --------------------------------------------------------------------------------
-
-
-def api_settings(settings: Settings, sim: Simulator, **changes: Any) -> Settings:
-    return helpers.api_settings(settings, sim, API_KEY, **changes)
+FAST = dataclasses.replace(helpers.FAST, idle_poll_s=0.3, batch_size=20)
+pytestmark = pytest.mark.sim(runs=240, seed=11, stall_seconds=1.0)
 
 
 async def drain(settings: Settings, engine: AsyncEngine, **client_options: Any) -> WorkerStats:
     return await helpers.drain(settings, engine, FAST, **client_options)
 
 
-def worker_env(settings: Settings, sim: Simulator, **extra: str) -> dict[str, str]:
-    env = cli_env(
-        settings,
-        HAPPYROBOT_BASE_URL=sim.base_url,
-        HAPPYROBOT_API_KEY=API_KEY,
-        INGEST_RATE_LIMIT="5000",
-        INGEST_CONCURRENCY="4",
-    )
-    env.update(extra)
-    return env
-
-
-async def start_worker(env: dict[str, str], *args: str, stderr: Any) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        os.sys.executable,  # type: ignore[attr-defined]
-        "-m",
-        "ingest",
-        "worker",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=stderr,
-    )
-
-
-async def wait_for(engine: AsyncEngine, sql: str, predicate: Any, within_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while True:
-        try:
-            value = await scalar(engine, sql)
-        except OSError:
-            value = None
-        if value is not None and predicate(value):
-            return
-        assert loop.time() < deadline, f"timed out: {sql} -> {value}"
-        await asyncio.sleep(0.05)
+def start_worker(env: dict[str, str], *args: str, stderr: Any) -> Awaitable[Process]:
+    return helpers.start_worker(env, *args, stdout=asyncio.subprocess.DEVNULL, stderr=stderr)
 
 
 DONE = "SELECT count(*) FROM ingest_queue WHERE state IN ('done', 'dead') OR awaiting_terminal"
-
-
-@pytest_asyncio.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(runs=240, seed=11, api_key=API_KEY, stall_seconds=1.0) as s:
-        yield s
 
 
 # -- the worker process killed ----------------------------------------------------------------
@@ -246,7 +57,7 @@ async def test_sigkill_at_random_points_repeatedly_then_a_drain_loses_and_duplic
     ids = sim.run_ids()
     await enqueue(engine, ids)
     sim.latency_ms = 40
-    env = worker_env(settings, sim)
+    env = sim_env(cli_env(settings), sim, INGEST_CONCURRENCY="4")
     args = ("--lease-seconds", "1", "--batch-size", "10")
     log = (tmp_path / "workers.log").open("wb")
     for kill in range(3):
@@ -308,7 +119,11 @@ async def test_postgres_restarted_mid_drain_the_worker_reconnects_and_finishes(
         log_path = tmp_path / "worker.log"
         with log_path.open("wb") as log:
             proc = await start_worker(
-                worker_env(settings, sim), "--drain", "--batch-size", "10", stderr=log
+                sim_env(cli_env(settings), sim, INGEST_CONCURRENCY="4"),
+                "--drain",
+                "--batch-size",
+                "10",
+                stderr=log,
             )
             await wait_for(engine, DONE, lambda n: n >= 30, 60)
             await engine.dispose()
@@ -358,7 +173,9 @@ async def test_timeouts_resets_5xx_and_429_bursts_all_end_done(
         if kind is not None:
             injected[kind] = injected.get(kind, 0) + times
     await enqueue(engine, ids)
-    stats = await drain(api_settings(settings, sim), engine, read_timeout=0.3, max_backoff=0.05)
+    stats = await drain(
+        helpers.api_settings(settings, sim), engine, read_timeout=0.3, max_backoff=0.05
+    )
     assert stats.dead == 0
     assert await check_rows(engine) == []
     assert await scalar(engine, "SELECT count(*) FROM run_payloads") == len(ids)
@@ -402,7 +219,7 @@ async def test_a_statement_error_on_one_run_does_not_poison_its_batch(
             )
         )
     await enqueue(engine, ids)
-    stats = await drain(api_settings(settings, sim, max_attempts=3), engine)
+    stats = await drain(helpers.api_settings(settings, sim, max_attempts=3), engine)
     assert stats.dead == 1
     assert await check_rows(engine) == []
     async with engine.connect() as conn:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import copy
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import pytest_asyncio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -23,9 +23,11 @@ from ingest.config import Settings
 from ingest.normalize import PayloadRejected, normalize
 from ingest.simulator import Simulator
 from ingest.worker import WorkerOptions
-from tests.helpers import drain, enqueue
+from tests.helpers import api_settings, drain, enqueue
+from tests.oracle import check_rows
 from tests.payloads import make_run_payload, run_payloads
-from tests.test_faults import API_KEY, api_settings, check_rows
+
+pytestmark = pytest.mark.sim(runs=0, seed=3)
 
 # Two attempts, no in-call retries: a run that fails for a passing reason is retried once.
 OPTIONS = WorkerOptions(
@@ -246,12 +248,6 @@ CORPUS: list[tuple[str, Mutation, str]] = [
 
 def _body(doc_or_bytes: Doc | bytes) -> bytes:
     return doc_or_bytes if isinstance(doc_or_bytes, bytes) else orjson.dumps(doc_or_bytes)
-
-
-@pytest_asyncio.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(runs=0, seed=3, api_key=API_KEY) as s:
-        yield s
 
 
 async def outcomes(engine: AsyncEngine) -> dict[uuid.UUID, Any]:

@@ -8,7 +8,6 @@ import json
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,10 @@ from ingest.ops.metrics import Metrics, exposed_names
 from ingest.ops.server import OpsServer
 from ingest.simulator import Simulator
 from ingest.worker import FatalApiError
+from tests.helpers import API_KEY, api_settings, enqueue, free_port, scalar
 from tests.ops_support import (
-    API_KEY,
-    api_settings,
-    enqueue,
-    free_port,
     get,
     prepare_faults,
-    scalar,
     scrape,
     served_worker,
     status_json,
@@ -56,10 +51,7 @@ LISTED = [
 ]
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(runs=RUNS, seed=11, api_key=API_KEY) as s:
-        yield s
+pytestmark = pytest.mark.sim(runs=RUNS, seed=11)
 
 
 async def test_metrics_move_when_a_drain_runs(
@@ -188,7 +180,7 @@ async def test_readyz_fails_once_the_api_refuses_the_credentials(
     settings: Settings, engine: AsyncEngine, sim: Simulator
 ) -> None:
     await enqueue(engine, sim.run_ids()[:5])
-    async with served_worker(api_settings(settings, sim, key="wrong-key"), engine) as served:
+    async with served_worker(api_settings(settings, sim, api_key="wrong-key"), engine) as served:
         with pytest.raises(FatalApiError):
             await served.worker.run()
         status, body = await get(f"{served.server.url}/readyz")

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
-import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,15 +18,11 @@ from ingest import jsontext
 from ingest.config import Settings
 from ingest.jsontext import MAX_DEPTH
 from ingest.simulator import Simulator
-from tests.helpers import drain, enqueue
+from tests.helpers import api_settings, drain, enqueue
+from tests.oracle import check_rows
 from tests.payloads import make_run_payload
-from tests.test_faults import API_KEY, api_settings, check_rows
 
-
-@pytest_asyncio.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(runs=0, seed=5, api_key=API_KEY) as s:
-        yield s
+pytestmark = pytest.mark.sim(runs=0, seed=5)
 
 
 def deep_array(levels: int) -> Any:

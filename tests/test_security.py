@@ -31,10 +31,9 @@ from ingest.api.client import ApiClient
 from ingest.api.errors import RetryableError
 from ingest.config import Secret, Settings
 from ingest.simulator import Simulator
-from tests.conftest import _dsn
-from tests.helpers import cli_env, run_cli, scalar
+from tests.helpers import API_KEY, cli_env, dsn, run_cli, scalar
+from tests.oracle import check_rows
 from tests.payloads import make_run_payload
-from tests.test_faults import API_KEY, check_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 CANONICAL_PATH = re.compile(
@@ -382,7 +381,7 @@ async def test_the_worker_runs_under_a_role_with_only_the_documented_grants(
         f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
         f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"',
     ]
-    admin = await asyncpg.connect(_dsn(database_url))
+    admin = await asyncpg.connect(dsn(database_url))
     try:
         for statement in grants:
             await admin.execute(statement)
@@ -403,7 +402,7 @@ async def test_the_worker_runs_under_a_role_with_only_the_documented_grants(
         assert await scalar(engine, "SELECT count(*) FROM run_payloads") == 40
         assert await check_rows(engine) == []
         # No DDL: the role can neither create nor alter nor drop.
-        conn = await asyncpg.connect(_dsn(url))
+        conn = await asyncpg.connect(dsn(url))
         try:
             for ddl in (
                 f'CREATE TABLE "{schema}".x (a int)',

@@ -7,12 +7,9 @@ import asyncio
 import dataclasses
 import os
 import signal
-import sys
-from collections.abc import AsyncIterator, Callable
 
 import orjson
 import pytest
-import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,20 +17,20 @@ from ingest.api.client import open_client
 from ingest.config import Secret, Settings
 from ingest.simulator import Simulator
 from ingest.worker import FatalApiError, Worker, WorkerOptions
-from tests import helpers
-from tests.helpers import FAST, drain, enqueue, scalar
+from tests.helpers import (
+    API_KEY,
+    FAST,
+    api_settings,
+    drain,
+    enqueue,
+    scalar,
+    sim_env,
+    start_worker,
+    until,
+    wait_for,
+)
 
-API_KEY = "worker-test-key"
-
-
-def api_settings(settings: Settings, sim: Simulator, **changes: object) -> Settings:
-    return helpers.api_settings(settings, sim, API_KEY, **changes)
-
-
-@pytest_asyncio.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(runs=300, seed=7, api_key=API_KEY) as s:
-        yield s
+pytestmark = pytest.mark.sim(runs=300, seed=7)
 
 
 async def queue_states(engine: AsyncEngine) -> dict[str, int]:
@@ -157,7 +154,7 @@ async def test_a_failure_whose_lease_was_lost_is_not_recorded_nor_counted(
                 limiter_settings, engine, client, dataclasses.replace(FAST, drain=False)
             )
             running = asyncio.create_task(worker.run())
-            await wait_until(
+            await wait_for(
                 engine, "SELECT count(*) FROM ingest_queue WHERE state = 'running'", bool, 10
             )
             async with engine.begin() as conn:
@@ -206,49 +203,6 @@ async def test_wrong_api_key_stops_the_worker_and_leaves_the_queue_untouched(
 # -- as real processes -----------------------------------------------------------------------
 
 
-def worker_env(subprocess_env: dict[str, str], sim: Simulator, **extra: str) -> dict[str, str]:
-    env = dict(
-        subprocess_env,
-        HAPPYROBOT_BASE_URL=sim.base_url,
-        HAPPYROBOT_API_KEY=API_KEY,
-        INGEST_RATE_LIMIT="5000",
-    )
-    env.update(extra)
-    return env
-
-
-async def start_worker(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ingest",
-        "worker",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-async def until(predicate: Callable[[], bool], within_s: float) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while True:
-        if predicate():
-            return
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
-async def wait_until(engine: AsyncEngine, sql: str, predicate: object, within_s: float) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while True:
-        value = await scalar(engine, sql)
-        if predicate(value):  # type: ignore[operator]
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"timed out: {sql} -> {value}"
-        await asyncio.sleep(0.1)
-
-
 @pytest.mark.parametrize("processes", [2, 4])
 async def test_worker_processes_share_the_queue_without_overlap(
     processes: int,
@@ -260,7 +214,7 @@ async def test_worker_processes_share_the_queue_without_overlap(
     ids = sim.run_ids()
     await enqueue(engine, ids)
     sim.latency_ms = 5
-    env = worker_env(subprocess_env, sim, INGEST_CONCURRENCY="8")
+    env = sim_env(subprocess_env, sim, INGEST_CONCURRENCY="8")
     procs = [await start_worker(env, "--drain", "--batch-size", "20") for _ in range(processes)]
     results = await asyncio.gather(*(asyncio.wait_for(p.communicate(), 120) for p in procs))
     for p, (_, err) in zip(procs, results, strict=True):
@@ -280,9 +234,9 @@ async def test_sigkill_mid_batch_loses_nothing(
     ids = sim.run_ids()
     await enqueue(engine, ids)
     sim.latency_ms = 30
-    env = worker_env(subprocess_env, sim, INGEST_CONCURRENCY="4")
+    env = sim_env(subprocess_env, sim, INGEST_CONCURRENCY="4")
     victim = await start_worker(env, "--lease-seconds", "1.5", "--batch-size", "10")
-    await wait_until(
+    await wait_for(
         engine, "SELECT count(*) FROM ingest_queue WHERE state = 'done'", lambda n: n >= 20, 60
     )
     victim.send_signal(signal.SIGKILL)
@@ -303,9 +257,9 @@ async def test_sigterm_finishes_in_flight_runs_and_returns_the_rest(
     ids = sim.run_ids()
     await enqueue(engine, ids)
     sim.latency_ms = 100
-    env = worker_env(subprocess_env, sim, INGEST_CONCURRENCY="8")
+    env = sim_env(subprocess_env, sim, INGEST_CONCURRENCY="8")
     proc = await start_worker(env, "--batch-size", "10")
-    await wait_until(
+    await wait_for(
         engine, "SELECT count(*) FROM ingest_queue WHERE state = 'done'", lambda n: n >= 10, 60
     )
     proc.send_signal(signal.SIGTERM)
@@ -330,7 +284,7 @@ async def test_cli_worker_with_a_wrong_key_says_so_and_exits_1(
     settings: Settings, engine: AsyncEngine, sim: Simulator, subprocess_env: dict[str, str]
 ) -> None:
     await enqueue(engine, sim.run_ids()[:10])
-    env = worker_env(subprocess_env, sim, HAPPYROBOT_API_KEY="sk-wrong-secret-value")
+    env = sim_env(subprocess_env, sim, HAPPYROBOT_API_KEY="sk-wrong-secret-value")
     proc = await start_worker(env, "--drain")
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
@@ -356,7 +310,7 @@ async def test_listen_is_opened_again_after_its_connection_dies(
         task = asyncio.create_task(worker.run())
         try:
             await enqueue(engine, [first])
-            await wait_until(engine, "SELECT count(*) FROM runs", lambda n: n == 1, 10)
+            await wait_for(engine, "SELECT count(*) FROM runs", lambda n: n == 1, 10)
             killed = await scalar(
                 engine,
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -367,7 +321,7 @@ async def test_listen_is_opened_again_after_its_connection_dies(
             await asyncio.sleep(5.5)  # one slow poll: the worker notices and listens again
             started = asyncio.get_running_loop().time()
             await enqueue(engine, [second])
-            await wait_until(engine, "SELECT count(*) FROM runs", lambda n: n == 2, 10)
+            await wait_for(engine, "SELECT count(*) FROM runs", lambda n: n == 2, 10)
             assert asyncio.get_running_loop().time() - started < 2.0
         finally:
             worker.stop()

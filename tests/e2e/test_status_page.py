@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest.config import Settings
 from ingest.simulator import Simulator
-from tests.ops_support import API_KEY, api_settings, prepare_faults, served_worker
+from tests.helpers import API_KEY, api_settings
+from tests.ops_support import prepare_faults, served_worker
 
 RUNS = 36
 # The flags that work as root in a container: no sandbox, no GPU, nothing phoned home.
@@ -113,10 +113,7 @@ class Page(HTMLParser):
         return [c for c in self.by_id[tbody_id].children if c.tag == "tr"]
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    async with Simulator(runs=RUNS, seed=5, api_key=API_KEY) as s:
-        yield s
+pytestmark = pytest.mark.sim(runs=RUNS, seed=5)
 
 
 async def rows(engine: AsyncEngine, sql: str) -> list[tuple[object, ...]]:
