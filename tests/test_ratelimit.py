@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import itertools
 import time
-from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+# The benchmark's worker processes are the load the acceptance check needs: imported, not copied.
+from bench import bench_ratelimit as bench
 from ingest.api import ApiClient, RateLimiter
+from ingest.api.ratelimit import Bucket
 from ingest.config import Secret, Settings
 from ingest.simulator import Simulator, SimulatorStats
-
-# The benchmark's worker processes are the ones the acceptance check needs: load, not copy.
-_spec = importlib.util.spec_from_file_location(
-    "bench_ratelimit", Path(__file__).resolve().parents[1] / "bench" / "bench_ratelimit.py"
-)
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
 
 
 async def acquire_for(limiters: list[RateLimiter], seconds: float, tasks: int = 8) -> list[float]:
@@ -86,27 +81,31 @@ async def test_limiters_on_one_row_share_the_rate(engine: AsyncEngine) -> None:
         await other.close()
 
 
-async def test_burst_is_one_token(engine: AsyncEngine) -> None:
-    limiter = RateLimiter(engine, 20)
+async def test_an_idle_bucket_holds_one_token_and_paces_the_rest_exactly(
+    engine: AsyncEngine,
+) -> None:
+    rate, pace = 20.0, 0.97
+    bucket = Bucket(
+        engine,
+        rate,
+        name="api",
+        burst=1.0,
+        pace=pace,
+        grant_seconds=1.0,
+        recovery=0.1,
+        min_factor=0.1,
+    )
     try:
-        await limiter.acquire()
+        await bucket.take(1)
         await asyncio.sleep(1.0)  # idle: the bucket refills, but only to one token
-        started = time.monotonic()
-        done = []
-
-        async def one() -> None:
-            await limiter.acquire()
-            done.append(time.monotonic() - started)
-
-        await asyncio.gather(*(one() for _ in range(5)))
+        before = time.monotonic()
+        slots = await bucket.take(5)
+        after = time.monotonic()
     finally:
-        await limiter.close()
-    done.sort()
-    # The first goes at once (one database round trip, slow on a loaded machine) ...
-    assert done[0] < 0.25
-    # ... and the rest are paced: an idle bucket holds one token, not more.
-    pace = 20 * 0.97
-    assert all(t >= (k / pace) - 0.01 for k, t in enumerate(done))
+        await bucket.close()
+    assert before <= slots[0] <= after  # the one token goes at once
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert gaps == pytest.approx([1 / (rate * pace)] * 4)  # the rest are paced, no burst
 
 
 async def test_a_dead_worker_wastes_at_most_one_grant(engine: AsyncEngine) -> None:
@@ -230,15 +229,3 @@ async def test_the_limiters_commit_setting_never_reaches_other_connections(
         for c in conns:
             await c.close()
     assert settings == ["on"] * 3
-
-
-async def test_closing_the_limiter_fails_its_waiters_instead_of_leaving_them_hanging(
-    engine: AsyncEngine,
-) -> None:
-    limiter = RateLimiter(engine, 1)  # one slot a second: the later waiters are still in line
-    waiters = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
-    await asyncio.sleep(0.3)
-    await limiter.close()
-    results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 5)
-    failed = [r for r in results if isinstance(r, RuntimeError)]
-    assert len(failed) >= 2 and all("closed" in str(r) for r in failed)

@@ -31,7 +31,6 @@ from ingest.api.errors import (
 from ingest.api.ratelimit import RateLimiter
 from ingest.api.retry import RetryPolicy, parse_retry_after, with_retries
 from ingest.config import Settings
-from ingest.db.driver import unavailable_as_error
 from ingest.failures import FailureKind
 from ingest.ids import parse_run_id
 from ingest.logs import register_secret
@@ -202,8 +201,7 @@ class ApiClient:
             # The token is taken once a pooled connection is sure to be free: a token spent
             # queueing for the pool would reach the API late and bunch up with later ones.
             if self._limiter is not None:
-                with unavailable_as_error():  # the limiter's bucket lives in the database
-                    await self._limiter.acquire()
+                await self._limiter.acquire()
             try:
                 async with self._session.get(url) as resp:
                     status, body = resp.status, await resp.read()
@@ -224,8 +222,7 @@ class ApiClient:
             return status, body, whole
         if status == 429 and self._limiter is not None:
             # Slow every process sharing the limiter, not just this request.
-            with unavailable_as_error():
-                await self._limiter.penalize(retry_after)
+            await self._limiter.penalize(retry_after)
         raise _error(what, status, body, retry_after)
 
 
