@@ -410,8 +410,10 @@ def test_systemd_worker_template_sync_service_and_timer() -> None:
 
 
 def test_deploy_docs_name_real_files() -> None:
-    """README's Deploy section points at files that exist."""
-    readme = (ROOT / "README.md").read_text()
-    for path in re.findall(r"`(deploy/[^`\s]+)`", readme):
+    """The deploy page (and the operations page's scaling out) point at files that exist."""
+    pages = [(ROOT / "docs" / name).read_text() for name in ("deploy.md", "operations.md")]
+    named = [path for page in pages for path in re.findall(r"`(deploy/[^`\s]+)`", page)]
+    assert named
+    for path in named:
         assert (ROOT / path).exists(), path
-    assert "## Deploy" in readme and "## Scale out" in readme
+    assert pages[0].startswith("# Deploy") and "## Scale out" in pages[1]

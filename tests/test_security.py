@@ -1,6 +1,6 @@
 """Security: hostile run IDs (from files and from the API) never reach a URL or SQL; the API key
 and the database password never show in any output; TLS is verified and cannot be switched
-off; the worker runs under a role with only the grants the README lists.
+off; the worker runs under a role with only the grants docs/operations.md lists.
 
 The container's non-root user is checked by tests/test_deploy.py
 (`test_dockerfile_is_multi_stage_pinned_slim_and_non_root`)."""
@@ -368,8 +368,8 @@ def test_no_code_path_turns_tls_verification_off() -> None:
 async def test_the_worker_runs_under_a_role_with_only_the_documented_grants(
     settings: Settings, engine: AsyncEngine, database_url: str
 ) -> None:
-    """The grants of README "Least database privileges", on a role created here: migrations
-    by the owner; enqueue, discovery and a worker drain by the role; no DDL possible."""
+    """The grants of "Least database privileges" (docs/operations.md), on a role created here:
+    migrations by the owner; enqueue, discovery and a worker drain by the role; no DDL."""
     role = f"hr_ingest_worker_{uuid.uuid4().hex[:8]}"
     database = make_url(database_url).database
     schema = settings.db_schema

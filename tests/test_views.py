@@ -871,17 +871,17 @@ async def test_views_live_in_the_configured_schema_and_downgrade_drops_them(
     assert await migrate.drift(engine) == []
 
 
-def _readme_dashboard_queries() -> list[str]:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Dashboards (BI views)", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+def _dashboard_page_queries() -> list[str]:
+    """The queries of the dashboards page (docs/dashboards.md, linked from the README)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "dashboards.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", page, flags=re.S)
     return [b for b in blocks if b.lstrip().upper().startswith("SELECT")]
 
 
-async def test_readme_dashboard_queries_run_and_give_the_known_figures(
+async def test_dashboard_page_queries_run_and_give_the_known_figures(
     seeded: AsyncEngine,
 ) -> None:
-    daily, per_version, _, _ = _readme_dashboard_queries()
+    daily, per_version, _, _ = _dashboard_page_queries()
     assert await _rows(seeded, daily) == [
         {
             "day": dt.date(2026, 3, 1),
@@ -919,10 +919,10 @@ async def test_readme_dashboard_queries_run_and_give_the_known_figures(
     ]
 
 
-async def test_readme_call_dashboard_queries_run_and_give_the_known_figures(
+async def test_the_call_dashboard_queries_run_and_give_the_known_figures(
     seeded: AsyncEngine,
 ) -> None:
-    _, _, per_day, tools = _readme_dashboard_queries()
+    _, _, per_day, tools = _dashboard_page_queries()
     # R1's two calls and R2's busy one (23:30 UTC: still March 1st). First words after 1.5 s
     # and 2 s; the calls' LLM p95: 490 and 250 ms (the busy call has none).
     assert await _rows(seeded, per_day) == [
