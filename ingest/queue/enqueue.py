@@ -19,6 +19,14 @@ class EnqueueResult:
     refreshed: int  # done (or polling) runs scheduled for a fresh fetch now
     unchanged: int  # already pending, running (marked for one more fetch), or dead
 
+    def __add__(self, other: EnqueueResult) -> EnqueueResult:
+        """The tally of two enqueues (of several chunks, or several sources)."""
+        return EnqueueResult(
+            self.added + other.added,
+            self.refreshed + other.refreshed,
+            self.unchanged + other.unchanged,
+        )
+
 
 async def enqueue(
     conn: AsyncConnection,
