@@ -27,7 +27,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ingest.simulator.data import RUN_STATUSES, RunSet
+from ingest.simulator import params
+from ingest.simulator.data import RunSet
 
 API_PREFIX = "/api/v1"
 # Injected at random with --error-rate (equal shares), or per run with `inject_fault`.
@@ -256,17 +257,20 @@ class Simulator:
         return self._reply(200, self.runs.fetch(run))
 
     async def _list_runs(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, lambda q: _json(self.runs.query(**_list_params(q))))
+        return await self._serve(request, lambda q: _json(self.runs.query(**params.list_params(q))))
 
     async def _list_use_cases(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, lambda _: self.runs.use_cases_body())
 
     async def _list_usage(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, lambda q: _json(self.runs.usage(*_usage_window(q))))
+        return await self._serve(request, lambda q: _json(self.runs.usage(*params.usage_window(q))))
 
     async def _list_issues(self, request: web.Request) -> web.StreamResponse:
         def build(query: Any) -> bytes:
-            use_case_id, run_id = _uuid_param(query, "use_case_id"), _uuid_param(query, "run_id")
+            use_case_id, run_id = (
+                params.uuid_param(query, "use_case_id"),
+                params.uuid_param(query, "run_id"),
+            )
             return _json(self.runs.issues(use_case_id=use_case_id, run_id=run_id))
 
         return await self._serve(request, build)
@@ -284,7 +288,7 @@ class Simulator:
         try:
             body = build(request.query)
         except ValueError as exc:
-            status = exc.status if isinstance(exc, _Unprocessable) else 400
+            status = exc.status if isinstance(exc, params.Unprocessable) else 400
             return self._reply(status, orjson.dumps({"message": str(exc)}))
         if fault is not None:
             return await self._fault(request, fault, body)
@@ -357,76 +361,6 @@ def _key(run_id: uuid.UUID | str) -> str:
 
 def _json(items: list[dict[str, Any]]) -> bytes:
     return orjson.dumps(items, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
-
-
-class _Unprocessable(ValueError):
-    """A parameter of the wrong type: 422, as the API's validation layer answers it."""
-
-    status = 422
-
-
-def _uuid_param(query: Any, name: str) -> str | None:
-    raw = query.get(name)
-    if raw is None:
-        return None
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise _Unprocessable(f"{name} must be a UUID") from None
-
-
-def _moment(query: Any, name: str) -> datetime | None:
-    """An ISO 8601 date-time parameter (naive: UTC); ValueError when it is not one."""
-    raw = query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an ISO 8601 date-time") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _usage_window(query: Any) -> tuple[datetime, datetime]:
-    start, end = _moment(query, "start"), _moment(query, "end")
-    if start is None or end is None:
-        raise _Unprocessable("start and end are required")
-    if end < start:
-        raise ValueError("end must not be before start")
-    return start, end
-
-
-def _list_params(query: Any) -> dict[str, Any]:
-    """GET /runs query parameters, validated as the API documents them (ValueError if not)."""
-
-    def number(name: str, default: int, low: int, high: int) -> int:
-        raw = query.get(name)
-        try:
-            value = default if raw is None else int(raw)
-        except ValueError:
-            raise ValueError(f"{name} must be an integer") from None
-        if not low <= value <= high:
-            raise ValueError(f"{name} must be between {low} and {high}")
-        return value
-
-    status = query.get("status")
-    if status is not None and status not in RUN_STATUSES:
-        raise ValueError(f"status must be one of {', '.join(RUN_STATUSES)}")
-    sort = query.get("sort", "desc")
-    if sort not in ("asc", "desc"):
-        raise ValueError("sort must be asc or desc")
-    use_case = query.get("use_case_id")
-    return {
-        "limit": number("limit", 1000, 1, 5000),
-        "offset": number("offset", 0, 0, 2**31),
-        "use_case_id": None if use_case is None else use_case.lower(),
-        "status": status,
-        "start": _moment(query, "start"),
-        "end": _moment(query, "end"),
-        "completed_start": _moment(query, "completed_start"),
-        "completed_end": _moment(query, "completed_end"),
-        "descending": sort == "desc",
-    }
 
 
 async def serve(

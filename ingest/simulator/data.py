@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ingest.simulator import catalog
+from ingest.simulator import catalog, events
 from ingest.simulator.sessions import (
     SessionPlan,
     expire_session,
@@ -37,56 +37,8 @@ SCHEDULED, RUNNING, FINISHED, REVIEWED = 0, 1, 2, 3
 
 _USE_CASES = 4
 _VERSIONS_PER_USE_CASE = 10
-_INTEGRATIONS = ("twilio", "openai", "deepgram", "salesforce", "mcleod", "webhook", "email")
-_EVENT_NAMES = (
-    "call_started",
-    "transcript_chunk",
-    "llm_response",
-    "tool_call",
-    "load_lookup",
-    "rate_negotiation",
-    "transfer",
-    "call_ended",
-)
-_WORDS = [
-    "load",
-    "carrier",
-    "rate",
-    "lane",
-    "pickup",
-    "delivery",
-    "dispatcher",
-    "broker",
-    "trailer",
-    "reefer",
-    "dry",
-    "van",
-    "flatbed",
-    "miles",
-    "eta",
-    "confirm",
-    "booking",
-    "detention",
-    "lumper",
-    "invoice",
-    "driver",
-]
 _JSON = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
-# Issues come from a stream of their own, so GET /issues lists them without rendering events.
-_ISSUE_SALT = 0x1550E5
 _uuid = new_uuid
-
-
-# Text comes from a fixed pool: drawing words one by one made rendering cost ~1 ms per run,
-# too slow for a simulator sharing two cores with a pipeline doing 800 runs/s.
-_POOL_RNG = random.Random(0)
-_TEXT_POOL = [
-    [" ".join(_POOL_RNG.choice(_WORDS) for _ in range(n)) for _ in range(16)] for n in range(61)
-]
-
-
-def _sentence(rng: random.Random, words: int) -> str:
-    return _TEXT_POOL[words][rng.getrandbits(4)]
 
 
 @dataclass
@@ -197,7 +149,7 @@ class RunSet:
             versions.append(
                 {
                     "id": _uuid(rng),
-                    "slug": f"v{n}-{rng.choice(_WORDS)}",
+                    "slug": f"v{n}-{rng.choice(events.WORDS)}",
                     "org_id": self.org_id,
                     "use_case_id": uc_id,
                     "version_number": n,
@@ -212,7 +164,7 @@ class RunSet:
                     "timestamp": created,
                     "published_at": created + timedelta(hours=2) if published else None,
                     "is_deleted": False,
-                    "description": _sentence(rng, 12) if rng.random() < 0.7 else None,
+                    "description": events.sentence(rng, 12) if rng.random() < 0.7 else None,
                     "created_by": author,
                 }
             )
@@ -248,7 +200,7 @@ class RunSet:
                     "load_id": f"L{rng.randrange(10**6):06d}",
                     "carrier_mc": rng.randrange(100000, 999999),
                     "rate_usd": round(rng.uniform(400, 4000), 2),
-                    "lane": f"{rng.choice(_WORDS)}-{rng.choice(_WORDS)}",
+                    "lane": f"{rng.choice(events.WORDS)}-{rng.choice(events.WORDS)}",
                 },
             )
             self.by_key[run.key] = run
@@ -296,7 +248,7 @@ class RunSet:
             issue
             for run in runs
             if run.stage >= FINISHED and use_case_id in (None, run.use_case.id)
-            for issue in _issues(run)
+            for issue in events.issues(run, reviewed=run.stage >= REVIEWED)
         ]
 
     def usage(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -392,14 +344,18 @@ def render_run(run: SimRun, *, expired: bool = False) -> dict[str, Any]:
     cut = _running_cut(run, plans)
     # Draw every event even when only a prefix is visible: a run's first events never change.
     by_seq = {plan.seq: plan for plan in plans}
-    events = [
-        session_event(rng, by_seq[seq], cut) if seq in by_seq else _event(rng, run, seq, plans)
+    drawn = [
+        session_event(rng, by_seq[seq], cut)
+        if seq in by_seq
+        else events.action_event(rng, run, seq, plans)
         for seq in range(run.n_events)
     ]
     body: dict[str, Any] = {
         **_run_fields(run),
-        "events": events[: _visible(run, events, cut)],
-        "issues": _issues(run) if run.stage >= FINISHED else [],
+        "events": drawn[: _visible(run, drawn, cut)],
+        "issues": events.issues(run, reviewed=run.stage >= REVIEWED)
+        if run.stage >= FINISHED
+        else [],
         "version": run.version,
     }
     if expired:
@@ -439,93 +395,3 @@ def _expire(events: list[dict[str, Any]]) -> None:
         if intermediate:
             intermediate["data"] = {}
             intermediate["data_deleted"] = True
-
-
-def _session_id(rng: random.Random, plans: list[SessionPlan], at: datetime) -> str:
-    """The session an action belongs to: the last call started by then, else the first one."""
-    current = None
-    for plan in plans:
-        if plan.start <= at or current is None:
-            current = plan
-    if current is None:
-        return _uuid(rng)
-    return current.message_session_id or current.chat_session_id or _uuid(rng)
-
-
-def _event(rng: random.Random, run: SimRun, seq: int, plans: list[SessionPlan]) -> dict[str, Any]:
-    at = run.timestamp + timedelta(seconds=run.duration_s * (seq + rng.random()) / run.n_events)
-    event: dict[str, Any] = {
-        "type": "action",
-        "timestamp": at,
-        "integration_name": rng.choice(_INTEGRATIONS),
-        "event_name": rng.choice(_EVENT_NAMES),
-        "intermediate": None,
-        "output": {
-            "text": _sentence(rng, rng.randint(8, 40)),
-            "confidence": round(rng.random(), 4),
-            "tokens": rng.randint(10, 900),
-        },
-        "node_id": f"node-{rng.randrange(64)}",
-    }
-    roll = rng.random()
-    if roll < 0.85:
-        event["intermediate"] = {
-            "id": _uuid(rng),
-            "run_id": run.id,
-            "node_id": _uuid(rng),
-            "event_id": _uuid(rng),
-            "session_id": _session_id(rng, plans, at),
-            "name": rng.choice(_EVENT_NAMES),
-            "data": {
-                "prompt": _sentence(rng, rng.randint(10, 60)),
-                "latency_ms": round(rng.uniform(20, 2500), 1),
-                "params": {"temperature": round(rng.random(), 2), "model": "gpt-4o"},
-            },
-            "error": "upstream timeout" if rng.random() < 0.03 else None,
-            "timestamp": at,
-            "data_deleted": False,
-        }
-    elif roll < 0.92:
-        del event["intermediate"]  # the one field the description marks optional
-    return event
-
-
-def _issues(run: SimRun) -> list[dict[str, Any]]:
-    rng = random.Random(run.seed ^ _ISSUE_SALT)
-    issues = []
-    for _ in range(rng.choice((0, 0, 0, 1, 1, 2, 3, 4))):
-        created = run.timestamp + timedelta(seconds=run.duration_s + rng.uniform(60, 7200))
-        reviewed = run.stage >= REVIEWED
-        # Drawn whatever the stage, so later draws (the ids) stay the same once reviewed.
-        outcome = rng.choice(("approved", "closed", "rejected"))
-        issues.append(
-            {
-                "id": _uuid(rng),
-                "use_case_id": run.use_case.id,
-                "org_id": run.use_case.org_id,
-                "run_id": run.id,
-                "run_version_id": run.version["id"],
-                "status": outcome if reviewed else "open",
-                "priority": rng.choice(("low", "medium", "high")),
-                "created_at": created,
-                "type": rng.choice(
-                    (
-                        "transcriber",
-                        "message",
-                        "tool_call",
-                        "end_of_sentence",
-                        "run",
-                        "interruption",
-                    )
-                ),
-                "updated_at": created + timedelta(hours=1 if reviewed else 0),
-                "assignee": _uuid(rng) if rng.random() < 0.6 else None,
-                "created_by": _uuid(rng),
-                "updated_by": _uuid(rng),
-                "message_id": _uuid(rng) if rng.random() < 0.5 else None,
-                "correction": _sentence(rng, 10) if rng.random() < 0.4 else None,
-                "correction_reason": _sentence(rng, 6) if rng.random() < 0.3 else None,
-                "northstar_id": None,
-            }
-        )
-    return issues
