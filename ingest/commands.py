@@ -76,8 +76,8 @@ async def status(args: argparse.Namespace, settings: Settings) -> int:
     for minutes, runs in report.throughput.items():
         print(f"done in the last {minutes} min: {runs} ({runs / (minutes * 60):.1f} runs/s)")
     if report.dead_reasons:
-        print("dead letters by reason:")
-        print_table([(n, r) for r, n in report.dead_reasons], ["runs", "reason"])
+        print("dead letters by kind:")
+        print_table([(n, kind) for kind, n in report.dead_reasons], ["runs", "kind"])
     if report.drift:
         print("schema drift seen in stored payloads:")
         print_table([(n, k) for k, n in report.drift], ["runs", "drift"])
