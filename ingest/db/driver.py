@@ -31,6 +31,8 @@ class Record(Protocol):
 
     def __iter__(self) -> Iterator[object]: ...
 
+    def keys(self) -> Iterator[str]: ...
+
 
 class Db(Protocol):
     """The part of asyncpg's connection the statements use."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest import queue
+from ingest.db.driver import driver_connection
 from ingest.logs import scrub
 
 if TYPE_CHECKING:
@@ -43,13 +43,13 @@ ORDER BY calls DESC"""
 
 async def print_summary(engine: AsyncEngine, stats: WorkerStats) -> None:
     async with engine.connect() as conn:
-        counts = {
-            t: (await conn.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one() for t in TABLES
-        }
+        db = await driver_connection(conn)
+        counts = {t: cast(int, await db.fetchval(f"SELECT count(*) FROM {t}")) for t in TABLES}
         states = (await queue.counts(conn)).states
         dead = await queue.latest_dead(conn, 5)
-        result = await conn.execute(text(EXAMPLE_QUERY))
-        headers, example = list(result.keys()), result.all()
+        records = await db.fetch(EXAMPLE_QUERY)
+    headers = list(records[0].keys()) if records else []
+    example = [list(r) for r in records]
     elapsed = max(stats.elapsed, 1e-9)
     print()
     print(
