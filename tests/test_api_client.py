@@ -350,6 +350,7 @@ async def test_invalid_run_ids_are_refused_before_any_request(
     assert sim.stats.total_requests == before
 
 
+@pytest.mark.slow
 async def test_the_api_key_never_shows_in_errors_or_logs(
     sim: Simulator, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:

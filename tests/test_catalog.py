@@ -268,6 +268,7 @@ async def test_a_second_sync_within_the_hour_does_not_ask_again(
     ]
 
 
+@pytest.mark.slow
 async def test_the_webhook_secret_is_nowhere_in_the_database_or_the_output(
     settings: Settings, engine: AsyncEngine, subprocess_env: dict[str, str]
 ) -> None:

@@ -50,6 +50,7 @@ DONE = "SELECT count(*) FROM ingest_queue WHERE state IN ('done', 'dead') OR awa
 # -- the worker process killed ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_sigkill_at_random_points_repeatedly_then_a_drain_loses_and_duplicates_nothing(
     settings: Settings, engine: AsyncEngine, sim: Simulator, tmp_path: Path
 ) -> None:
@@ -101,6 +102,7 @@ async def throwaway_pg(tmp_path: Path) -> AsyncIterator[tuple[Path, str]]:
                 await asyncio.sleep(1)
 
 
+@pytest.mark.slow
 async def test_postgres_restarted_mid_drain_the_worker_reconnects_and_finishes(
     throwaway_pg: tuple[Path, str], sim: Simulator, tmp_path: Path
 ) -> None:
@@ -146,6 +148,7 @@ async def test_postgres_restarted_mid_drain_the_worker_reconnects_and_finishes(
 # -- the API misbehaving ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_timeouts_resets_5xx_and_429_bursts_all_end_done(
     settings: Settings, engine: AsyncEngine, sim: Simulator
 ) -> None:

@@ -342,6 +342,7 @@ def expected_outcome(body: bytes, run_id: uuid.UUID) -> tuple[str, str | set[str
     return "stored", {note.kind for note in rows.drift}
 
 
+@pytest.mark.slow
 @settings(
     max_examples=3,
     deadline=None,

@@ -127,6 +127,7 @@ async def test_a_dead_worker_wastes_at_most_one_grant(engine: AsyncEngine) -> No
         await alive.close()
 
 
+@pytest.mark.slow
 async def test_a_429_pauses_everyone_then_the_rate_recovers(engine: AsyncEngine) -> None:
     a, b = RateLimiter(engine, 20), RateLimiter(engine, 20)
     try:
@@ -160,6 +161,7 @@ async def test_penalize_without_retry_after_pauses_one_second(engine: AsyncEngin
         await limiter.close()
 
 
+@pytest.mark.slow
 async def test_two_processes_keep_an_upstream_limit_of_the_same_rate(settings: Settings) -> None:
     """The acceptance check: simulator limiting at R, two worker processes configured at R."""
     rate, seconds = 50.0, 4.0

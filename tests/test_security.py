@@ -196,6 +196,7 @@ def _with_password(url: str, **changes: Any) -> str:
     return make_url(url).set(password=PASSWORD, **changes).render_as_string(hide_password=False)
 
 
+@pytest.mark.slow
 async def test_the_api_key_and_the_password_never_show_in_any_output(
     settings: Settings, engine: AsyncEngine
 ) -> None:

@@ -289,6 +289,7 @@ def _expected_tables(raw: bytes, fetched_at: datetime) -> dict[str, list[dict[st
     }
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150,
     deadline=None,

@@ -298,6 +298,7 @@ def test_environment_has_no_real_api_key() -> None:
     assert "platform.happyrobot.ai" not in os.environ.get("HAPPYROBOT_BASE_URL", "")
 
 
+@pytest.mark.slow
 async def test_listen_is_opened_again_after_its_connection_dies(
     settings: Settings, engine: AsyncEngine, sim: Simulator
 ) -> None:
