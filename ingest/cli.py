@@ -14,9 +14,9 @@ from typing import Any, NoReturn
 
 from sqlalchemy.engine import make_url
 
-from ingest import __version__, commands, runtime
+from ingest import __version__, commands, config, runtime
 from ingest.commands import EXIT_FAILURE, EXIT_USAGE, UsageError
-from ingest.config import FIELD_TO_VAR, ConfigError, Settings, load_settings
+from ingest.config import ConfigError, Settings
 from ingest.logs import configure_logging, register_secret, scrub
 from ingest.timeparse import parse_duration, parse_time
 
@@ -31,30 +31,16 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _settings_flags() -> _Parser:
+def _settings_flags(command: str | None) -> _Parser:
+    """The configuration flags of `command` alone (None: those every command takes)."""
     # SUPPRESS keeps a flag given before the command from being reset by the subparser.
     p = _Parser(add_help=False)
     g = p.add_argument_group("configuration (each also an environment variable)")
-    for name, help_ in [
-        ("database_url", "PostgreSQL URL; unset: embedded PostgreSQL"),
-        ("data_dir", "where the embedded PostgreSQL keeps its data"),
-        ("db_schema", "PostgreSQL schema holding every table (default happyrobot)"),
-        ("api_key", "HappyRobot API key (prefer the environment: flags show in `ps`)"),
-        ("org_id", "organization UUID, sent as x-organization-id"),
-        ("base_url", "API root"),
-        ("rate_limit", "max requests/s to the API across all workers (default 10)"),
-        ("concurrency", "max requests in flight per worker process (default 16)"),
-        ("max_attempts", "attempts before a run is dead-lettered (default 8)"),
-        ("log_format", "json or console (default: console on a TTY)"),
-    ]:
-        flag = "--" + ("schema" if name == "db_schema" else name.replace("_", "-"))
-        g.add_argument(
-            flag,
-            dest=f"cfg_{name}",
-            default=argparse.SUPPRESS,
-            metavar=FIELD_TO_VAR[name],
-            help=help_,
-        )
+    for d in config.DECLARED:
+        if (command in d.commands) if command else not d.commands:
+            g.add_argument(
+                d.flag, dest=f"cfg_{d.name}", default=argparse.SUPPRESS, metavar=d.var, help=d.help
+            )
     return p
 
 
@@ -83,12 +69,6 @@ def _uuid_arg(text: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
 
 
-def _port_arg(text: str) -> int:
-    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
-    return int(text)
-
-
 def _page_size_arg(text: str) -> int:
     if not text.strip().isdigit() or not 1 <= int(text) <= 5000:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 5000")
@@ -96,7 +76,7 @@ def _page_size_arg(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _settings_flags()
+    common = _settings_flags(None)
     parser = _Parser(
         prog="hr-ingest",
         description="Copy HappyRobot runs into relational PostgreSQL tables.",
@@ -107,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def command(name: str, help_: str, handler: Handler) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
+        own = _settings_flags(name)
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common, own])
         p.set_defaults(handler=handler)
         return p
 
@@ -220,46 +201,19 @@ def _add_worker(command: Command) -> None:
         action="store_true",
         help="exit 0 once every run is done, dead, or only waiting to be polled again",
     )
-    wk.add_argument(
-        "--lease-seconds",
-        type=float,
-        help="how long a claim lasts unrenewed before another worker may take it (default 120)",
-    )
-    wk.add_argument(
-        "--batch-size",
-        type=int,
-        help="runs written per transaction (default 200)",
-    )
-    wk.add_argument(
-        "--sync-every",
-        type=_duration_arg,
-        metavar="DURATION",
-        help="also run `sync` on this schedule (e.g. 1m), instead of from cron",
-    )
-    wk.add_argument(
-        "--metrics-port",
-        type=_port_arg,
-        metavar="P",
-        help="serve /metrics, /healthz, /readyz and a status page (/) on this port",
-    )
-    wk.add_argument(
-        "--metrics-host",
-        default="0.0.0.0",
-        metavar="HOST",
-        help="address for --metrics-port (default 0.0.0.0, for containers; 127.0.0.1: local)",
-    )
 
 
-def _load(args: argparse.Namespace) -> Settings:
-    flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
-    return load_settings(flags)
+def _flags(args: argparse.Namespace) -> dict[str, str]:
+    """The configuration flags given, by Settings field."""
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = _load(args)
+        flags = _flags(args)
+        settings = config.load_settings(flags)
     except ConfigError as exc:
         sys.stderr.write(f"hr-ingest: error: {exc}\n")
         return EXIT_USAGE
@@ -269,9 +223,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.database_url is not None:
         # The password alone too: a driver's error or frame can show it without its URL.
         register_secret(make_url(settings.database_url.reveal()).password)
+    # What the user set, rather than left to its default (`demo` picks other defaults).
+    args.explicit = frozenset(
+        d.name for d in config.DECLARED if d.name in flags or d.var in os.environ
+    )
+    level = logging.getLevelName(settings.log_level.upper())
     # `demo` speaks to a person: its summary says what happened, so only warnings are logged.
-    quiet = args.command == "demo" and FIELD_TO_VAR["log_format"] not in os.environ
-    configure_logging(settings.log_format, logging.WARNING if quiet else logging.INFO)
+    if args.command == "demo" and not args.explicit & {"log_level", "log_format"}:
+        level = logging.WARNING
+    configure_logging(settings.log_format, level)
     handler: Handler = args.handler
     try:
         return runtime.run(handler(args, settings))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
+import dataclasses
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 from ingest import queue
 from ingest.api.client import open_client
-from ingest.config import FIELD_TO_VAR, ConfigError, Settings
+from ingest.config import ConfigError, Settings
 from ingest.db.engine import create_engine
 from ingest.ids import BadLine, parse_lines, parse_run_id
 from ingest.logs import scrub
@@ -345,15 +345,17 @@ async def worker(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.worker import FatalApiError, WorkerOptions
 
     require_api_key(settings)
-    given = {"lease_s": args.lease_seconds, "batch_size": args.batch_size}
-    if any(v is not None and v <= 0 for v in given.values()):
-        raise UsageError("--lease-seconds and --batch-size must be positive")
-    options = WorkerOptions(drain=args.drain, **{k: v for k, v in given.items() if v is not None})
+    options = WorkerOptions(drain=args.drain)
+    if settings.lease_seconds is not None:
+        options = dataclasses.replace(options, lease_s=settings.lease_seconds)
+    if settings.batch_size is not None:
+        options = dataclasses.replace(options, batch_size=settings.batch_size)
+    port = settings.metrics_port
     engine = create_engine(settings, pool_size=4)
     try:
-        metrics = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
+        metrics = None if port is None else (settings.metrics_host, port)
         stats = await run_worker(
-            settings, engine, options, sync_every=args.sync_every, metrics=metrics
+            settings, engine, options, sync_every=settings.sync_every, metrics=metrics
         )
     except FatalApiError as exc:
         sys.stderr.write(f"hr-ingest: worker stopped: {exc}\n")
@@ -376,6 +378,6 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.runs <= 0:
         raise UsageError("--runs must be a positive number")
-    explicit = "cfg_rate_limit" in vars(args) or FIELD_TO_VAR["rate_limit"] in os.environ
+    explicit = "rate_limit" in args.explicit
     await demo(settings, args.runs, settings.rate_limit if explicit else RATE_LIMIT)
     return EXIT_OK

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import platformdirs
 from dotenv import dotenv_values
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from ingest.timeparse import parse_duration
 
 DEFAULT_BASE_URL = "https://platform.happyrobot.ai/api/v1"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -59,54 +62,6 @@ class Secret:
         return bool(self._value)
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: Secret | None = None
-    data_dir: Path = field(default_factory=lambda: platformdirs.user_data_path("hr-ingest"))
-    db_schema: str = "happyrobot"
-    api_key: Secret | None = None
-    org_id: str | None = None
-    base_url: str = DEFAULT_BASE_URL
-    rate_limit: float = 10.0
-    concurrency: int = 16
-    max_attempts: int = 8
-    log_format: str | None = None  # None: console on a TTY, json otherwise
-
-    def with_overrides(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
-
-    @property
-    def database_url_redacted(self) -> str:
-        if self.database_url is None:
-            return f"embedded PostgreSQL in {self.data_dir}"
-        return redact_url(self.database_url.reveal())
-
-    def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "database_url" and value is not None:
-                value = self.database_url_redacted
-            parts.append(f"{f.name}={value!r}")
-        return f"Settings({', '.join(parts)})"
-
-
-# variable name -> Settings field
-ENV_VARS: dict[str, str] = {
-    "DATABASE_URL": "database_url",
-    "INGEST_DATA_DIR": "data_dir",
-    "INGEST_DB_SCHEMA": "db_schema",
-    "HAPPYROBOT_API_KEY": "api_key",
-    "HAPPYROBOT_ORG_ID": "org_id",
-    "HAPPYROBOT_BASE_URL": "base_url",
-    "INGEST_RATE_LIMIT": "rate_limit",
-    "INGEST_CONCURRENCY": "concurrency",
-    "INGEST_MAX_ATTEMPTS": "max_attempts",
-    "INGEST_LOG_FORMAT": "log_format",
-}
-FIELD_TO_VAR = {v: k for k, v in ENV_VARS.items()}
-
-
 def redact_url(url: str) -> str:
     """The URL with its password replaced, or a placeholder when it cannot even be parsed."""
     try:
@@ -134,53 +89,246 @@ def asyncpg_url(url: str) -> URL:
     return parsed.set(drivername="postgresql+asyncpg")
 
 
-def _positive(variable: str, raw: str, kind: type[int] | type[float]) -> int | float:
+# -- parsing one raw value (from a flag, the environment or .env) ------------------------------
+# Each takes the variable's name (for the error) and the stripped raw string.
+
+
+def _secret_url(var: str, raw: str) -> Secret | None:
+    if not raw:
+        return None
+    asyncpg_url(raw)
+    return Secret(raw)
+
+
+def _secret(var: str, raw: str) -> Secret | None:
+    return Secret(raw) if raw else None
+
+
+def _path(var: str, raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
+def _schema(var: str, raw: str) -> str:
+    if not _SCHEMA_NAME.match(raw):
+        raise ConfigError(var, f"{raw!r} is not a plain lower-case PostgreSQL identifier")
+    return raw
+
+
+def _uuid_or_none(var: str, raw: str) -> str | None:
+    if not raw:
+        return None
     try:
-        value = kind(raw)
+        return str(uuid.UUID(raw))
     except ValueError:
-        raise ConfigError(variable, f"{raw!r} is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise ConfigError(variable, f"must be greater than 0, got {raw}")
-    return value
+        raise ConfigError(var, f"{raw!r} is not a UUID") from None
 
 
-def _parse(name: str, raw: str) -> Any:
-    var = FIELD_TO_VAR[name]
-    raw = raw.strip()
-    match name:
-        case "database_url":
-            if not raw:
-                return None
-            asyncpg_url(raw)
-            return Secret(raw)
-        case "api_key":
-            return Secret(raw) if raw else None
-        case "data_dir":
-            return Path(raw).expanduser()
-        case "db_schema":
-            if not _SCHEMA_NAME.match(raw):
-                raise ConfigError(var, f"{raw!r} is not a plain lower-case PostgreSQL identifier")
-            return raw
-        case "org_id":
-            if not raw:
-                return None
-            try:
-                return str(uuid.UUID(raw))
-            except ValueError:
-                raise ConfigError(var, f"{raw!r} is not a UUID") from None
-        case "base_url":
-            if not re.match(r"^https?://[^/\s]+", raw):
-                raise ConfigError(var, f"{raw!r} is not an http(s) URL")
-            return raw.rstrip("/")
-        case "rate_limit":
-            return _positive(var, raw, float)
-        case "concurrency" | "max_attempts":
-            return _positive(var, raw, int)
-        case "log_format":
-            if raw not in ("json", "console"):
-                raise ConfigError(var, f"must be 'json' or 'console', got {raw!r}")
-            return raw
-    raise AssertionError(name)
+def _http_url(var: str, raw: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", raw):
+        raise ConfigError(var, f"{raw!r} is not an http(s) URL")
+    return raw.rstrip("/")
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str, str], int | float]:
+    def parse(var: str, raw: str) -> int | float:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(var, f"{raw!r} is not a number") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise ConfigError(var, f"must be greater than 0, got {raw}")
+        return value
+
+    return parse
+
+
+def _one_of(*choices: str) -> Callable[[str, str], str]:
+    def parse(var: str, raw: str) -> str:
+        if raw.lower() not in choices:
+            listed = ", ".join(repr(c) for c in choices)
+            raise ConfigError(var, f"must be one of {listed}, got {raw!r}")
+        return raw.lower()
+
+    return parse
+
+
+def _duration(var: str, raw: str) -> timedelta:
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise ConfigError(var, str(exc)) from None
+
+
+def _port(var: str, raw: str) -> int:
+    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+        raise ConfigError(var, f"{raw!r} is not a port number (0..65535)")
+    return int(raw)
+
+
+def _text(var: str, raw: str) -> str:
+    return raw
+
+
+# -- the settings: each declared once -------------------------------------------------------
+
+
+def setting(
+    default: Any,
+    var: str,
+    help: str,
+    parse: Callable[[str, str], Any],
+    *,
+    flag: str | None = None,
+    commands: tuple[str, ...] = (),
+) -> Any:
+    """A Settings field, with everything else about it: its environment variable, its
+    command-line flag (default: from the field's name), its help, how a raw value is parsed
+    and checked, and the commands that take the flag (none: every command)."""
+    meta = {"var": var, "help": help, "parse": parse, "flag": flag, "commands": commands}
+    if callable(default):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: Secret | None = setting(
+        None, "DATABASE_URL", "PostgreSQL URL; unset: embedded PostgreSQL", _secret_url
+    )
+    data_dir: Path = setting(
+        lambda: platformdirs.user_data_path("hr-ingest"),
+        "INGEST_DATA_DIR",
+        "where the embedded PostgreSQL keeps its data",
+        _path,
+    )
+    db_schema: str = setting(
+        "happyrobot",
+        "INGEST_DB_SCHEMA",
+        "PostgreSQL schema holding every table (default happyrobot)",
+        _schema,
+        flag="--schema",
+    )
+    api_key: Secret | None = setting(
+        None,
+        "HAPPYROBOT_API_KEY",
+        "HappyRobot API key (prefer the environment: flags show in `ps`)",
+        _secret,
+    )
+    org_id: str | None = setting(
+        None, "HAPPYROBOT_ORG_ID", "organization UUID, sent as x-organization-id", _uuid_or_none
+    )
+    base_url: str = setting(DEFAULT_BASE_URL, "HAPPYROBOT_BASE_URL", "API root", _http_url)
+    rate_limit: float = setting(
+        10.0,
+        "INGEST_RATE_LIMIT",
+        "max requests/s to the API across all workers (default 10)",
+        _positive(float),
+    )
+    concurrency: int = setting(
+        16,
+        "INGEST_CONCURRENCY",
+        "max requests in flight per worker process (default 16)",
+        _positive(int),
+    )
+    max_attempts: int = setting(
+        8,
+        "INGEST_MAX_ATTEMPTS",
+        "attempts before a run is dead-lettered (default 8)",
+        _positive(int),
+    )
+    log_format: str | None = setting(  # None: console on a TTY, json otherwise
+        None,
+        "INGEST_LOG_FORMAT",
+        "json or console (default: console on a TTY)",
+        _one_of("json", "console"),
+    )
+    log_level: str = setting(
+        "info",
+        "INGEST_LOG_LEVEL",
+        "debug, info, warning or error (default info)",
+        _one_of("debug", "info", "warning", "error"),
+    )
+    # The worker's own: its flags belong to `worker` alone.
+    lease_seconds: float | None = setting(  # None: the worker's default
+        None,
+        "INGEST_LEASE_SECONDS",
+        "how long a claim lasts unrenewed before another worker may take it (default 120)",
+        _positive(float),
+        commands=("worker",),
+    )
+    batch_size: int | None = setting(  # None: the worker's default
+        None,
+        "INGEST_BATCH_SIZE",
+        "runs written per transaction (default 200)",
+        _positive(int),
+        commands=("worker",),
+    )
+    sync_every: timedelta | None = setting(
+        None,
+        "INGEST_SYNC_EVERY",
+        "also run `sync` on this schedule (e.g. 1m), instead of from cron",
+        _duration,
+        commands=("worker",),
+    )
+    metrics_port: int | None = setting(
+        None,
+        "INGEST_METRICS_PORT",
+        "serve /metrics, /healthz, /readyz and a status page (/) on this port",
+        _port,
+        commands=("worker",),
+    )
+    metrics_host: str = setting(
+        "0.0.0.0",
+        "INGEST_METRICS_HOST",
+        "address for the metrics port (default 0.0.0.0, for containers; 127.0.0.1: local)",
+        _text,
+        commands=("worker",),
+    )
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def database_url_redacted(self) -> str:
+        if self.database_url is None:
+            return f"embedded PostgreSQL in {self.data_dir}"
+        return redact_url(self.database_url.reveal())
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "database_url" and value is not None:
+                value = self.database_url_redacted
+            parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """One setting as declared on Settings."""
+
+    name: str  # the Settings field
+    var: str  # the environment variable (and the key in .env)
+    flag: str  # the command-line flag
+    help: str
+    parse: Callable[[str, str], Any]
+    commands: tuple[str, ...]  # the commands that take the flag; () is every command
+
+
+DECLARED: tuple[Declared, ...] = tuple(
+    Declared(
+        f.name,
+        f.metadata["var"],
+        f.metadata["flag"] or "--" + f.name.replace("_", "-"),
+        f.metadata["help"],
+        f.metadata["parse"],
+        f.metadata["commands"],
+    )
+    for f in fields(Settings)
+)
+BY_NAME = {d.name: d for d in DECLARED}
+BY_VAR = {d.var: d for d in DECLARED}
 
 
 def load_settings(
@@ -188,17 +336,22 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     env_file: Path | None = Path(".env"),
 ) -> Settings:
-    """Build Settings; `flags` maps Settings field names to raw strings (None = not given)."""
+    """Build Settings; `flags` maps Settings field names to raw strings (None = not given).
+    Precedence: flag > environment > .env > default."""
     environ = os.environ if environ is None else environ
-    raw: dict[str, str] = {}
+    raw: dict[str, tuple[str, str]] = {}  # field -> (where it came from, value)
     if env_file is not None and env_file.is_file():
         for key, value in dotenv_values(env_file).items():
-            if key in ENV_VARS and value is not None:
-                raw[ENV_VARS[key]] = value
-    for var, name in ENV_VARS.items():
+            if key in BY_VAR and value is not None:
+                raw[BY_VAR[key].name] = (key, value)
+    for var, declared in BY_VAR.items():
         if var in environ:
-            raw[name] = environ[var]
+            raw[declared.name] = (var, environ[var])
     for name, value in (flags or {}).items():
         if value is not None:
-            raw[name] = value
-    return Settings(**{name: _parse(name, value) for name, value in raw.items()})
+            raw[name] = (BY_NAME[name].flag, value)
+    # A bad value's error names what the user wrote: the variable, or the flag.
+    parsed = {
+        name: BY_NAME[name].parse(where, value.strip()) for name, (where, value) in raw.items()
+    }
+    return Settings(**parsed)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,11 @@ def test_secrets_never_show_in_repr() -> None:
         (["status"], {"DATABASE_URL": "postgresql://u:topsecret@/"}, "DATABASE_URL"),
         (["status"], {"INGEST_RATE_LIMIT": "-5"}, "INGEST_RATE_LIMIT"),
         (["status", "--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
-        (["--rate-limit", "-1", "status"], {}, "INGEST_RATE_LIMIT"),
+        # A flag's bad value is named by the flag, the environment's by its variable.
+        (["--rate-limit", "-1", "status"], {}, "--rate-limit: must be greater than 0"),
+        (["worker", "--metrics-port", "x"], {}, "--metrics-port: 'x' is not a port number"),
+        (["worker"], {"INGEST_BATCH_SIZE": "0"}, "INGEST_BATCH_SIZE: must be greater than 0"),
+        (["status"], {"INGEST_LOG_LEVEL": "loud"}, "INGEST_LOG_LEVEL: must be one of"),
     ],
 )
 def test_cli_bad_configuration_exits_2_with_one_line(
@@ -93,3 +98,47 @@ def test_cli_bad_configuration_exits_2_with_one_line(
     assert "topsecret" not in result.stderr
     # Rejected before any work: the embedded server was never started.
     assert not (tmp_path / "never-started").exists()
+
+
+def test_every_setting_is_a_variable_and_a_flag_declared_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ingest import cli
+    from ingest.config import DECLARED
+
+    assert len({d.var for d in DECLARED}) == len({d.flag for d in DECLARED}) == len(DECLARED)
+    helps = {}
+    for command in ("status", "worker"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        helps[command] = capsys.readouterr().out
+    for d in DECLARED:
+        # A worker's own setting is a flag of `worker` alone; the others, of every command.
+        shown_in = [c for c, text in helps.items() if d.flag in text and d.var in text]
+        assert shown_in == (["worker"] if d.commands == ("worker",) else ["status", "worker"]), d
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "field", "expected"),
+    [
+        ("INGEST_LOG_LEVEL", "WARNING", "log_level", "warning"),
+        ("INGEST_LEASE_SECONDS", "45", "lease_seconds", 45.0),
+        ("INGEST_BATCH_SIZE", "50", "batch_size", 50),
+        ("INGEST_SYNC_EVERY", "90s", "sync_every", timedelta(seconds=90)),
+        ("INGEST_METRICS_PORT", "9100", "metrics_port", 9100),
+        ("INGEST_METRICS_HOST", "127.0.0.1", "metrics_host", "127.0.0.1"),
+    ],
+)
+def test_worker_and_logging_settings_come_from_the_environment_too(
+    var: str, value: str, field: str, expected: object
+) -> None:
+    settings = load_settings(environ={var: value}, env_file=None)
+    assert getattr(settings, field) == expected
+
+
+def test_the_readme_lists_every_variable() -> None:
+    from ingest.config import DECLARED
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [d.var for d in DECLARED if f"`{d.var}`" not in readme]
+    assert missing == []

@@ -24,7 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ingest.config import ENV_VARS, load_settings
+from ingest.config import BY_VAR, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -259,7 +259,7 @@ def _env_example() -> dict[str, str]:
 
 def test_env_example_sets_only_real_settings_and_loads() -> None:
     values = _env_example()
-    assert set(values) <= set(ENV_VARS), set(values) - set(ENV_VARS)
+    assert set(values) <= set(BY_VAR), set(values) - set(BY_VAR)
     assert {"DATABASE_URL", "HAPPYROBOT_API_KEY"} <= set(values)
     settings = load_settings(environ={}, env_file=DEPLOY / "hr-ingest.env.example")
     assert settings.database_url is not None
@@ -330,7 +330,7 @@ def test_k8s_workloads_run_non_root_with_resources_and_config_from_secret() -> N
     config = manifests[("ConfigMap", "hr-ingest")]
     assert "HAPPYROBOT_API_KEY" in secret["stringData"]
     assert "HAPPYROBOT_API_KEY" not in config["data"]
-    assert set(config["data"]) | set(secret["stringData"]) <= set(ENV_VARS)
+    assert set(config["data"]) | set(secret["stringData"]) <= set(BY_VAR)
     # The shipped values are ones hr-ingest accepts.
     load_settings(environ={**config["data"], **secret["stringData"]}, env_file=None)
     workloads = [d for d in manifests.values() if d["kind"] in ("Deployment", "Job", "CronJob")]

@@ -231,10 +231,13 @@ async def test_an_api_fault_stops_discover_and_a_rerun_resumes(
 def test_bad_times_and_flags_exit_2_with_one_line(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        cli.build_parser().parse_args(argv)
+    # Refused before any work: by the parser (SystemExit), or as configuration (exit code).
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
 
 
 async def test_discover_cli_reports_errors_in_one_line(
