@@ -158,7 +158,7 @@ class ApiClient:
 
     async def list_use_cases(self) -> list[dict[str, Any]]:
         """GET /use-cases, whole (no paging documented). Items carry `webhooks`, which can hold
-        credentials: whoever reads them drops it first (ingest.catalog does)."""
+        credentials: whoever reads them drops it first (ingest.discovery.catalog does)."""
         return await self._get_objects(self._base / "use-cases", "GET /use-cases")
 
     async def list_usage(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
