@@ -62,6 +62,10 @@ def _duration_arg(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _duration_or_off(text: str) -> timedelta:
+    return timedelta(0) if text.strip() == "0" else _duration_arg(text)
+
+
 def _uuid_arg(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text.strip())
@@ -192,6 +196,21 @@ def _add_discovery(command: Command) -> None:
         help="also refetch runs finished in the last N days, at most hourly (default 0)",
     )
     sy.add_argument("--page-size", type=_page_size_arg, default=1000, help="1..5000 (default 1000)")
+    sy.add_argument(
+        "--recheck",
+        type=_duration_or_off,
+        default="7d",
+        metavar="DURATION",
+        help="change capture: list this trailing window again, and every use case's issues,"
+        " and fetch the runs that changed upstream (default 7d; 0 turns it off)",
+    )
+    sy.add_argument(
+        "--recheck-every",
+        type=_duration_arg,
+        default="1h",
+        metavar="DURATION",
+        help="at most this often (default 1h)",
+    )
 
 
 def _add_worker(command: Command) -> None:

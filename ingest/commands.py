@@ -303,6 +303,8 @@ async def sync(args: argparse.Namespace, settings: Settings) -> int:
         overlap=args.overlap,
         since=args.since,
         refresh_days=args.refresh_days,
+        recheck=args.recheck,
+        recheck_every=args.recheck_every,
         paging=discovery.Paging(page_size=args.page_size),
         catalog=True,
     )
@@ -328,6 +330,14 @@ async def sync(args: argparse.Namespace, settings: Settings) -> int:
         f" not terminal yet, {result.refreshed} recently finished; {t.invalid} invalid IDs;"
         f" {t.elapsed:.1f}s"
     )
+    if result.rechecked:
+        r = result.relisted
+        print(
+            f"changes upstream: {r.runs} runs of the trailing window listed again,"
+            f" {r.added + r.refreshed} changed; {result.changed_issues} with changed issues"
+        )
+    elif result.recheck_failed:
+        print(f"change capture failed, tried again next sync: {scrub(result.recheck_failed)}")
     _print_catalog(t)
     return EXIT_OK
 

@@ -265,6 +265,7 @@ async def test_a_second_sync_within_the_hour_does_not_ask_again(
         (catalog.USE_CASES_STATE, later),
         (catalog.USAGE_STATE, third.until),
         ("sync", third.until),
+        ("sync.recheck", first.until),  # change capture: hourly by sync's own clock
     ]
 
 

@@ -357,9 +357,10 @@ async def test_only_one_sync_runs_at_a_time(
     async with Simulator(runs=100, seed=8, api_key=API_KEY, latency_ms=200) as sim:
         s = api_settings(settings, sim)
         async with open_client(s, engine) as client:
+            # Without change capture, so that each listing is one request (the lock is tested).
+            options = SyncOptions(paging=PAGING, recheck=timedelta(0))
             a, b = await asyncio.gather(
-                discovery.sync(engine, client, SyncOptions(paging=PAGING)),
-                discovery.sync(engine, client, SyncOptions(paging=PAGING)),
+                discovery.sync(engine, client, options), discovery.sync(engine, client, options)
             )
         assert sorted([a.ran, b.ran]) == [False, True]
         async with discovery.sync_lock(engine) as held:

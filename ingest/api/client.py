@@ -166,6 +166,13 @@ class ApiClient:
         url = (self._base / "usage").with_query({"start": _iso(start), "end": _iso(end)})
         return await self._get_objects(url, "GET /usage")
 
+    async def list_issues(self, use_case_id: uuid.UUID | str) -> list[dict[str, Any]]:
+        """GET /issues?use_case_id=: every issue of the use case's runs, whole (no paging
+        documented), as they are now."""
+        uc = str(parse_run_id(use_case_id))
+        url = (self._base / "issues").with_query({"use_case_id": uc})
+        return await self._get_objects(url, "GET /issues")
+
     async def _get_objects(self, url: URL, what: str) -> list[dict[str, Any]]:
         """A bare JSON array of objects (what every listing endpoint answers), after a few
         in-call retries."""

@@ -7,8 +7,14 @@ What lands where
   a fetch also gives only while the run has never been fetched, since a fetch is fresher.
 - `discover` enqueues every run it lists (source `backfill`) and records each finished
   sub-window in `discovery_windows`, so rerunning it skips what is done.
-- `sync` enqueues only what needs a fetch (new, not fetched yet, or listed with a status that
-  differs from the stored one), because its overlap lists the same runs minute after minute.
+- `sync` enqueues only what needs a fetch (new, not fetched yet, or listed with a status,
+  annotation or completion time that differs from the stored one), because its overlap lists
+  the same runs minute after minute.
+- Change capture: at most every `recheck_every` (an hour), `sync` also lists the trailing
+  `recheck` window (7 days) again, and each use case's issues (`GET /issues`), and enqueues the
+  runs that changed upstream since their fetch. Its cost is the listing pages of the window,
+  one `GET /issues` per use case, and one fetch per changed run; an unchanged run is never
+  fetched again.
 """
 
 from __future__ import annotations
@@ -24,16 +30,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest import queue
 from ingest.api.client import ApiClient
+from ingest.api.errors import ApiError
 from ingest.discovery import state
 from ingest.discovery.catalog import CatalogResult
 from ingest.discovery.catalog import refresh as refresh_catalog
 from ingest.discovery.listing import (
     ALL_RUNS,
     DEFAULT_PAGING,
+    DiscoveryError,
     Filters,
     Lister,
     Paging,
     Slice,
+    parse_issue,
     uncovered,
     walk,
 )
@@ -45,6 +54,7 @@ log = get_logger("ingest.discovery")
 # but not recorded as finished, so a rerun lists it again.
 SETTLE = timedelta(minutes=15)
 _SYNC_STATE = "sync"  # the `sync_state` row of sync's watermark
+_RECHECK_STATE = "sync.recheck"  # ... and of its last change capture
 
 
 @dataclass
@@ -166,6 +176,9 @@ class SyncOptions:
     # every minute forever would eat the rate limit.
     non_terminal_days: float = 7.0
     paging: Paging = field(default_factory=Paging)
+    # Change capture (see the module doc); a zero `recheck` turns it off.
+    recheck: timedelta = timedelta(days=7)
+    recheck_every: timedelta = timedelta(hours=1)
     # Also refresh the use cases and usage (hourly; see ingest.discovery.catalog). Off by
     # default so that a library caller asks only for what it names; the CLI and the worker
     # turn it on.
@@ -180,6 +193,10 @@ class SyncResult:
     tally: Tally = field(default_factory=Tally)  # added/refreshed: new/changed runs listed
     non_terminal: int = 0  # re-enqueued because not terminal yet
     refreshed: int = 0  # re-enqueued by --refresh-days
+    rechecked: bool = False  # change capture ran (it runs at most every recheck_every)
+    relisted: Tally = field(default_factory=Tally)  # its trailing window: changed runs enqueued
+    changed_issues: int = 0  # runs enqueued because their issues changed upstream
+    recheck_failed: str | None = None  # why change capture failed (sync itself did not)
 
 
 async def sync(
@@ -217,6 +234,9 @@ async def sync(
             )
         async with engine.begin() as conn:
             await state.write_watermark(conn, _SYNC_STATE, now)
+        # After the watermark moved too: a failure here is reported, and retried next time.
+        if options.recheck > timedelta(0):
+            await _recheck(engine, client, options, (since, now), result)
         if options.catalog:
             # After the watermark moved: a catalog failure is reported, and cannot undo it.
             tally.catalog = await refresh_catalog(engine, client, since, now, hourly_usage=True)
@@ -229,12 +249,60 @@ async def sync(
         changed=tally.refreshed,
         non_terminal=result.non_terminal,
         refreshed=result.refreshed,
+        rechecked=result.rechecked,
+        changed_runs=result.relisted.added + result.relisted.refreshed,
+        changed_issues=result.changed_issues,
     )
     return result
 
 
-def _sync_saver(engine: AsyncEngine) -> SaveSlice:
-    """Writes each run once and enqueues only what needs a fetch (see the module doc)."""
+async def _recheck(
+    engine: AsyncEngine,
+    client: ApiClient,
+    options: SyncOptions,
+    window: tuple[datetime, datetime],
+    result: SyncResult,
+) -> None:
+    """Change capture, when due: the trailing window listed again (stored runs updated, the
+    fetched ones that changed enqueued; runs never seen are left to discover), then every use
+    case's issues."""
+    since, now = window
+    last = await state.read_watermark(engine, _RECHECK_STATE)
+    if last is not None and now - last < options.recheck_every:
+        return
+    try:
+        start = now - options.recheck
+        if start < since:
+            on_slice = _tallied(_sync_saver(engine, known_only=True), result.relisted, None)
+            await walk(Lister(client, options.paging, ALL_RUNS), [(start, since)], on_slice)
+        for use_case_id in await state.known_use_cases(engine):
+            result.changed_issues += await _recheck_issues(engine, client, use_case_id)
+    except (ApiError, DiscoveryError) as exc:
+        result.recheck_failed = str(exc)
+        log.warning("sync.recheck_failed", error=str(exc))
+        return
+    async with engine.begin() as conn:
+        await state.write_watermark(conn, _RECHECK_STATE, now)
+    result.rechecked = True
+
+
+async def _recheck_issues(engine: AsyncEngine, client: ApiClient, use_case_id: uuid.UUID) -> int:
+    """Enqueue the runs of `use_case_id` whose issues changed upstream; returns how many."""
+    issues = []
+    for item in await client.list_issues(use_case_id):
+        try:
+            issues.append(parse_issue(item))
+        except ValueError as exc:
+            log.warning("sync.issue_skipped", use_case_id=str(use_case_id), error=str(exc))
+    async with engine.begin() as conn:
+        runs = await state.runs_with_changed_issues(conn, use_case_id, issues)
+        enqueued = await queue.enqueue(conn, runs, source="sync")
+    return enqueued.added + enqueued.refreshed
+
+
+def _sync_saver(engine: AsyncEngine, *, known_only: bool = False) -> SaveSlice:
+    """Writes each run once and enqueues only what needs a fetch (see the module doc);
+    `known_only`: see state.store_listed."""
     # Both listings of a sync see runs that started and finished in the window; count and
     # write each once. A sync window is minutes long, so this set stays small.
     listed: set[uuid.UUID] = set()
@@ -243,7 +311,7 @@ def _sync_saver(engine: AsyncEngine) -> SaveSlice:
         runs = [r for r in piece.runs if r.id not in listed]
         listed.update(r.id for r in runs)
         async with engine.begin() as conn:
-            changed = await state.store_listed(conn, runs)
+            changed = await state.store_listed(conn, runs, known_only=known_only)
             enqueued = await queue.enqueue(conn, changed, source="sync")
         return len(runs), enqueued
 

@@ -80,6 +80,16 @@ class ListedRun(RunHead):
     data: str | None  # JSON text for a jsonb column
 
 
+@dataclass(frozen=True, slots=True)
+class ListedIssue:
+    """What change capture compares of a `GET /issues` item with the stored issue."""
+
+    id: uuid.UUID
+    run_id: uuid.UUID
+    status: str | None
+    updated_at: datetime | None
+
+
 @dataclass
 class Slice:
     """One finished sub-window [start, end) and the runs listed in it."""
@@ -131,6 +141,16 @@ def parse_item(item: dict[str, Any]) -> ListedRun:
         timestamp=_time_or_none(item.get("timestamp")),
         completed_at=_time_or_none(item.get("completed_at")),
         data=data_text,
+    )
+
+
+def parse_issue(item: dict[str, Any]) -> ListedIssue:
+    """A `GET /issues` item; ValueError for a bad `id` or `run_id`."""
+    return ListedIssue(
+        id=parse_run_id(item.get("id")),
+        run_id=parse_run_id(item.get("run_id")),
+        status=_text_or_none(item.get("status")),
+        updated_at=_time_or_none(item.get("updated_at")),
     )
 
 

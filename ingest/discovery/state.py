@@ -16,7 +16,7 @@ from ingest import queue
 from ingest.db import tables
 from ingest.db.bulk import Target
 from ingest.db.driver import driver_connection
-from ingest.discovery.listing import ListedRun, Slice
+from ingest.discovery.listing import ListedIssue, ListedRun, Slice
 
 NON_TERMINAL = ("scheduled", "running")
 # Two int4 keys for pg_try_advisory_lock: this constant, and a hash of the schema name, so
@@ -34,16 +34,34 @@ _LISTING_DEFERS_TO_FETCH = ", ".join(
     for c in _LISTED.columns
     if c not in ("id", "completed_at", "data")
 )
-_UPSERT_LISTED = f"""
+
+
+def _upsert_listed(known_only: bool) -> str:
+    """The upsert of listed runs. `known_only`: runs not stored yet are left out, and only
+    fetched runs that changed upstream are returned (change capture's relisting)."""
+    insert_from = "listed WHERE id IN (SELECT id FROM prior)" if known_only else "listed"
+    # A listed status, annotation or completion time other than the fetched one: the run
+    # changed upstream since (`data` needs no fetch: the listing is its only source).
+    changed = (
+        "(p.status IS DISTINCT FROM l.status OR p.annotation IS DISTINCT FROM l.annotation"
+        " OR (l.completed_at IS NOT NULL AND p.completed_at IS DISTINCT FROM l.completed_at))"
+    )
+    needs_fetch = (
+        f"p.fetched_at IS NOT NULL AND {changed}"
+        if known_only
+        else f"p.id IS NULL OR p.fetched_at IS NULL OR {changed}"
+    )
+    return f"""
 WITH listed AS (
     {_LISTED.unnest_select()} AS l({_LISTED.names})
 ),
 prior AS (
-    SELECT r.id, r.status, r.fetched_at FROM runs r JOIN listed USING (id)
+    SELECT r.id, r.status, r.annotation, r.completed_at, r.fetched_at
+    FROM runs r JOIN listed USING (id)
 ),
 upserted AS (
     INSERT INTO runs AS r ({_LISTED.names}, listed_at)
-    SELECT *, now() FROM listed
+    SELECT *, now() FROM {insert_from}
     ON CONFLICT (id) DO UPDATE SET
         {_LISTING_DEFERS_TO_FETCH},
         -- once a fetch has its own completed_at, that one wins
@@ -55,19 +73,76 @@ upserted AS (
         updated_at = now()
 )
 -- `prior` reads the rows as they were before the upsert (one snapshot for the statement)
-SELECT l.id FROM listed l LEFT JOIN prior p USING (id)
-WHERE p.id IS NULL OR p.fetched_at IS NULL OR p.status IS DISTINCT FROM l.status
+SELECT l.id FROM listed l LEFT JOIN prior p USING (id) WHERE {needs_fetch}
 """
 
 
-async def store_listed(conn: AsyncConnection, runs: Sequence[ListedRun]) -> list[uuid.UUID]:
+_UPSERT_LISTED = _upsert_listed(known_only=False)
+_UPDATE_RELISTED = _upsert_listed(known_only=True)
+
+
+async def store_listed(
+    conn: AsyncConnection, runs: Sequence[ListedRun], *, known_only: bool = False
+) -> list[uuid.UUID]:
     """Upsert listed runs into `runs` (in the caller's transaction); returns the ids that
-    need a fetch: unknown before, never fetched, or listed with a different status."""
+    need a fetch: unknown before, never fetched, or listed with a status, annotation or
+    completion time other than the stored one. `known_only`: only update runs stored
+    already, and return only fetched ones that changed."""
     if not runs:
         return []
     db = await driver_connection(conn)
-    rows = await db.fetch(_UPSERT_LISTED, *_LISTED.arrays(runs))
+    statement = _UPDATE_RELISTED if known_only else _UPSERT_LISTED
+    rows = await db.fetch(statement, *_LISTED.arrays(runs))
     return [cast(uuid.UUID, r["id"]) for r in rows]
+
+
+# -- issues changed upstream -------------------------------------------------------------------
+
+_CHANGED_ISSUES = """
+WITH upstream AS (
+    SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[])
+        AS u(id, run_id, status, updated_at)
+)
+-- added, moved to another run, or changed (status, or anything that moves updated_at)
+SELECT u.run_id FROM upstream u
+JOIN runs r ON r.id = u.run_id AND r.fetched_at IS NOT NULL
+LEFT JOIN run_issues i ON i.id = u.id
+WHERE i.id IS NULL OR i.run_id IS DISTINCT FROM u.run_id
+   OR i.status IS DISTINCT FROM u.status OR i.updated_at IS DISTINCT FROM u.updated_at
+UNION
+-- removed: stored for a run of this use case, listed no more
+SELECT i.run_id FROM run_issues i
+JOIN runs r ON r.id = i.run_id AND r.use_case_id = $1
+WHERE NOT EXISTS (SELECT 1 FROM upstream u WHERE u.id = i.id)
+"""
+
+
+async def runs_with_changed_issues(
+    conn: AsyncConnection, use_case_id: uuid.UUID, issues: Sequence[ListedIssue]
+) -> list[uuid.UUID]:
+    """The stored runs of `use_case_id` whose issues differ from `issues`, all of the use
+    case's issues as `GET /issues` lists them now: one added, changed, moved or removed."""
+    db = await driver_connection(conn)
+    columns = [
+        [i.id for i in issues],
+        [i.run_id for i in issues],
+        [i.status for i in issues],
+        [i.updated_at for i in issues],
+    ]
+    rows = await db.fetch(_CHANGED_ISSUES, use_case_id, *columns)
+    return [cast(uuid.UUID, r["run_id"]) for r in rows]
+
+
+async def known_use_cases(engine: AsyncEngine) -> list[uuid.UUID]:
+    """The use cases whose runs are stored (from the catalog, or the runs themselves)."""
+    async with engine.connect() as conn:
+        db = await driver_connection(conn)
+        rows = await db.fetch(
+            "SELECT id FROM use_cases UNION"
+            " SELECT DISTINCT use_case_id FROM runs"
+            " WHERE use_case_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM use_cases)"
+        )
+    return sorted(cast(uuid.UUID, r["id"]) for r in rows)
 
 
 # -- finished sub-windows --------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ingest.simulator import params
+from ingest.simulator import data, params
 from ingest.simulator.data import RunSet
 
 API_PREFIX = "/api/v1"
@@ -52,12 +52,15 @@ class SimulatorStats:
     rate_limited: int = 0  # 429s sent because of --rate-limit
     by_status: Counter[int] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)  # injected faults, by kind
+    # Requests by route, e.g. "/api/v1/issues" or "/api/v1/runs/{run_id}".
+    by_route: Counter[str] = field(default_factory=Counter)
     request_times: list[float] = field(default_factory=list)  # time.monotonic() of each
 
     def reset(self) -> None:
         self.total_requests = self.rate_limited = 0
         self.by_status.clear()
         self.faults.clear()
+        self.by_route.clear()
         self.request_times.clear()
 
     def per_second(self) -> list[int]:
@@ -223,6 +226,15 @@ class Simulator:
         """Successful fetches of a known run so far."""
         return self.runs.by_key[_key(run_id)].fetches
 
+    def change_run(self, run_id: uuid.UUID | str, **changes: Any) -> None:
+        """Change a run upstream without fetching it: `annotation=`, `data=`, `issues=`,
+        `stage=` (see RunSet.change)."""
+        self.runs.change(self.runs.by_key[_key(run_id)], **changes)
+
+    def run_issues(self, run_id: uuid.UUID | str) -> list[dict[str, Any]]:
+        """The run's issues as served now (to change one: copy, edit, `change_run(issues=)`)."""
+        return [dict(i) for i in data.run_issues(self.runs.by_key[_key(run_id)])]
+
     def expire_content(self, run_id: uuid.UUID | str) -> None:
         """Later fetches of this run show its content deleted, as retention leaves it."""
         self.runs.expire(self.runs.by_key[_key(run_id)])
@@ -299,6 +311,8 @@ class Simulator:
         now = time.monotonic()
         self.stats.total_requests += 1
         self.stats.request_times.append(now)
+        resource = request.match_info.route.resource
+        self.stats.by_route[resource.canonical if resource else request.path] += 1
         if request.headers.get("Authorization") != self._auth:
             return self._reply(401, b'{"message": "Not authenticated"}')
         org = request.headers.get("x-organization-id")
