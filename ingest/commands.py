@@ -73,6 +73,13 @@ async def status(args: argparse.Namespace, settings: Settings) -> int:
         print(" scheduled/running upstream; `worker` polls them, `worker --drain` does not wait)")
     age = report.oldest_due_age_s
     print(f"oldest due: {'-' if age is None else f'{age:.0f}s ago'}")
+    synced = report.last_sync_age_s
+    print(f"last sync: {'never' if synced is None else f'{synced:.0f}s ago ({report.last_sync})'}")
+    if report.sync_failures:
+        print(f"syncs failed since: {report.sync_failures} (last: {report.sync_error})")
+    unfinished = report.oldest_non_terminal_age_s
+    if unfinished is not None:
+        print(f"oldest run still scheduled/running upstream: started {unfinished:.0f}s ago")
     for minutes, runs in report.throughput.items():
         print(f"done in the last {minutes} min: {runs} ({runs / (minutes * 60):.1f} runs/s)")
     if report.dead_reasons:

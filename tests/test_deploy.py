@@ -417,3 +417,29 @@ def test_deploy_docs_name_real_files() -> None:
     for path in named:
         assert (ROOT / path).exists(), path
     assert pages[0].startswith("# Deploy") and "## Scale out" in pages[1]
+
+
+# --- Prometheus alert rules -----------------------------------------------------------------
+
+
+def test_alert_rules_are_well_formed_and_watch_metrics_that_exist() -> None:
+    from ingest.ops.metrics import Metrics, exposed_names
+
+    doc = yaml.safe_load((DEPLOY / "prometheus" / "hr-ingest-alerts.yml").read_text())
+    rules = [rule for group in doc["groups"] for rule in group["rules"]]
+    names = [rule["alert"] for rule in rules]
+    assert len(set(names)) == len(names)
+    # What the issue asks to alert on: sync stale or failing, dead letters, queue age, workers.
+    assert {
+        "HrIngestSyncStale",
+        "HrIngestSyncFailing",
+        "HrIngestDeadLettersGrowing",
+        "HrIngestQueueBacklog",
+        "HrIngestWorkerDown",
+    } <= set(names)
+    exposed = exposed_names(Metrics().registry) | {"up"}
+    for rule in rules:
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule
+        assert rule["annotations"]["summary"], rule
+        used = set(re.findall(r"\b(hr_ingest_\w+|up)\b", rule["expr"]))
+        assert used and used <= exposed, (rule["alert"], used - exposed)

@@ -334,6 +334,10 @@ sync_state = Table(
     Column("name", Text, primary_key=True),
     _ts("watermark"),
     _ts("updated_at", nullable=False, server_default=text("now()")),
+    # Failures since the last success (a watermark moved): what freshness alerts watch.
+    Column("failures", Integer, nullable=False, server_default=text("0")),
+    _ts("failed_at"),
+    Column("last_error", Text),
 )
 
 discovery_windows = Table(

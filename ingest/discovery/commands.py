@@ -20,6 +20,7 @@ What lands where
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -53,7 +54,6 @@ log = get_logger("ingest.discovery")
 # A sub-window ending this close to now may still receive runs (late arrivals): it is listed
 # but not recorded as finished, so a rerun lists it again.
 SETTLE = timedelta(minutes=15)
-_SYNC_STATE = "sync"  # the `sync_state` row of sync's watermark
 _RECHECK_STATE = "sync.recheck"  # ... and of its last change capture
 
 
@@ -208,12 +208,27 @@ async def sync(
     """One incremental sync: list runs timestamped, and runs completed, since the watermark
     minus the overlap; enqueue what needs a fetch; re-enqueue runs not terminal yet (and,
     with `refresh_days`, recently finished ones); then move the watermark. Returns at once
-    with `ran=False` when another sync on this database holds the lock."""
+    with `ran=False` when another sync on this database holds the lock. A failure is
+    recorded (`sync_state`: freshness shows it) and raised."""
+    try:
+        return await _sync(engine, client, options, on_progress)
+    except Exception as exc:
+        with contextlib.suppress(Exception):  # the database may be what failed
+            await state.record_failure(engine, state.SYNC_STATE, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+async def _sync(
+    engine: AsyncEngine,
+    client: ApiClient,
+    options: SyncOptions,
+    on_progress: ProgressCallback | None,
+) -> SyncResult:
     async with state.sync_lock(engine) as held:
         if not held:
             return SyncResult(ran=False)
         now = datetime.now(UTC)
-        watermark = await state.read_watermark(engine, _SYNC_STATE)
+        watermark = await state.read_watermark(engine, state.SYNC_STATE)
         if watermark is not None:
             since = watermark - options.overlap
         else:
@@ -233,7 +248,7 @@ async def sync(
                 engine, options.refresh_days, options.refresh_age
             )
         async with engine.begin() as conn:
-            await state.write_watermark(conn, _SYNC_STATE, now)
+            await state.write_watermark(conn, state.SYNC_STATE, now)
         # After the watermark moved too: a failure here is reported, and retried next time.
         if options.recheck > timedelta(0):
             await _recheck(engine, client, options, (since, now), result)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -17,8 +18,10 @@ from ingest.db import tables
 from ingest.db.bulk import Target
 from ingest.db.driver import driver_connection
 from ingest.discovery.listing import ListedIssue, ListedRun, Slice
+from ingest.logs import scrub
 
 NON_TERMINAL = ("scheduled", "running")
+SYNC_STATE = "sync"  # the `sync_state` row of sync's watermark
 # Two int4 keys for pg_try_advisory_lock: this constant, and a hash of the schema name, so
 # syncs of different schemas in one database do not block each other.
 _SYNC_LOCK_CLASS = 0x68725359  # "hrSY"
@@ -187,7 +190,13 @@ async def record_window(conn: AsyncConnection, scope: str, piece: Slice) -> None
 
 _SET_WATERMARK = """
 INSERT INTO sync_state (name, watermark) VALUES ($1, $2)
-ON CONFLICT (name) DO UPDATE SET watermark = excluded.watermark, updated_at = now()
+ON CONFLICT (name) DO UPDATE SET watermark = excluded.watermark, updated_at = now(),
+    failures = 0
+"""
+_RECORD_FAILURE = """
+INSERT INTO sync_state (name, failures, failed_at, last_error) VALUES ($1, 1, now(), $2)
+ON CONFLICT (name) DO UPDATE SET failures = sync_state.failures + 1, failed_at = now(),
+    last_error = excluded.last_error, updated_at = now()
 """
 
 
@@ -204,6 +213,43 @@ async def write_watermark(conn: AsyncConnection, name: str, at: datetime) -> Non
     covers)."""
     db = await driver_connection(conn)
     await db.execute(_SET_WATERMARK, name, at)
+
+
+async def record_failure(engine: AsyncEngine, name: str, error: str) -> None:
+    """One more failure of `name` since its watermark last moved (a success resets the
+    count); `error` is kept, one line."""
+    async with engine.begin() as conn:
+        db = await driver_connection(conn)
+        line = scrub(error.splitlines()[0])[:500] if error else ""
+        await db.execute(_RECORD_FAILURE, name, line)
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How current the tables are: what `status`, the status page and the metrics show."""
+
+    last_sync: datetime | None  # the watermark of the last successful sync
+    sync_failures: int  # failed syncs since then
+    sync_failed_at: datetime | None
+    sync_error: str | None  # the last failure's, one line
+    oldest_non_terminal: datetime | None  # start of the oldest run still scheduled/running
+
+
+async def read_freshness(conn: AsyncConnection, sync_name: str) -> Freshness:
+    db = await driver_connection(conn)
+    row = await db.fetchrow(
+        "SELECT watermark, failures, failed_at, last_error FROM sync_state WHERE name = $1",
+        sync_name,
+    )
+    oldest = await db.fetchval(
+        'SELECT min(coalesce("timestamp", listed_at)) FROM runs WHERE status = ANY($1::text[])',
+        list(NON_TERMINAL),
+    )
+    values = (None, 0, None, None) if row is None else tuple(row)
+    last, failures, failed_at, error = cast(
+        tuple[datetime | None, int, datetime | None, str | None], values
+    )
+    return Freshness(last, failures, failed_at, error, cast(datetime | None, oldest))
 
 
 # -- sync: the lock and the runs enqueued again ----------------------------------------------

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from ingest import __version__
 from ingest.db.tables import QUEUE_STATES
-from ingest.ops.snapshot import SnapshotPoller
+from ingest.ops.snapshot import Snapshot, SnapshotPoller
 
 if TYPE_CHECKING:
     from ingest.worker import Worker
@@ -131,6 +131,7 @@ class _Collector(Collector):
         yield queue
         yield oldest
         yield drift
+        yield from _freshness(snap)
         refreshed = GaugeMetricFamily(
             f"{PREFIX}_status_refreshed_timestamp_seconds",
             "When the queue gauges were last read from the database (Unix time).",
@@ -144,6 +145,33 @@ class _Collector(Collector):
             failures.add_metric([], poller.failures)
         yield refreshed
         yield failures
+
+
+def _freshness(snap: Snapshot | None) -> Iterator[Metric]:
+    """How current the tables are; an age with nothing to measure (never synced, no run
+    unfinished) is left out rather than shown as 0, so that an alert on it cannot pass."""
+    last_sync = GaugeMetricFamily(
+        f"{PREFIX}_sync_watermark_age_seconds",
+        "Seconds since the watermark of the last successful sync (how stale the tables are).",
+    )
+    failures = GaugeMetricFamily(
+        f"{PREFIX}_sync_failures",
+        "Syncs failed in a row since the last successful one (0: the last sync succeeded).",
+    )
+    unfinished = GaugeMetricFamily(
+        f"{PREFIX}_oldest_non_terminal_run_age_seconds",
+        "Age of the oldest stored run still scheduled or running upstream.",
+    )
+    if snap is not None:
+        f = snap.freshness
+        for gauge, age in ((last_sync, f.last_sync), (unfinished, f.oldest_non_terminal)):
+            seconds = snap.age_s(age)
+            if seconds is not None:
+                gauge.add_metric([], seconds)
+        failures.add_metric([], f.sync_failures)
+    yield last_sync
+    yield failures
+    yield unfinished
 
 
 class Metrics:

@@ -90,6 +90,12 @@ STATUS_PAGE = (
     <div class="card"><div class="label">Done, last hour</div>
       <div class="value" id="done-hour">&ndash;</div>
       <div class="sub" id="done-rate">&ndash;</div></div>
+    <div class="card"><div class="label">Last sync</div>
+      <div class="value" id="last-sync">&ndash;</div>
+      <div class="sub">how stale the tables are</div></div>
+    <div class="card"><div class="label">Oldest unfinished</div>
+      <div class="value" id="oldest-unfinished">&ndash;</div>
+      <div class="sub">run scheduled/running upstream</div></div>
   </div>
   <section>
     <h2>Runs finished per minute, last hour
@@ -210,10 +216,18 @@ function render(doc) {
   const problems = [];
   if (doc.snapshot_error) problems.push("Reading the database failed: " + doc.snapshot_error);
   if (doc.worker && doc.worker.fatal) problems.push("Worker stopped: " + doc.worker.fatal);
+  const s = doc.snapshot;
+  if (s && s.freshness.sync_failures > 0) {
+    problems.push(s.freshness.sync_failures + " sync(s) failed in a row: " +
+      (s.freshness.sync_error || "no reason kept"));
+  }
   $("banner").textContent = problems.join(" \\u2014 ");
   $("banner").style.display = problems.length ? "block" : "none";
-  const s = doc.snapshot;
   if (s) {
+    const f = s.freshness;
+    $("last-sync").textContent = f.last_sync_age_s === null ? "never" : age(f.last_sync_age_s);
+    $("oldest-unfinished").textContent =
+      f.oldest_non_terminal_age_s === null ? "none" : age(f.oldest_non_terminal_age_s);
     for (const st of ["pending", "running", "done", "dead"]) {
       $("q-" + st).textContent = fmt(s.counts[st] || 0);
     }

@@ -24,7 +24,7 @@ from ingest.failures import phrase_of
 from ingest.logs import scrub
 from ingest.ops.metrics import CONTENT_TYPE, Metrics
 from ingest.ops.page import STATUS_PAGE
-from ingest.ops.snapshot import SnapshotPoller
+from ingest.ops.snapshot import Snapshot, SnapshotPoller
 
 if TYPE_CHECKING:
     from ingest.worker import Worker
@@ -204,6 +204,7 @@ class OpsServer:
                 ],
                 "dead_by_kind": _by_kind(snap.dead_by_kind, "runs"),
                 "drift": [{"kind": k, "runs": n} for k, n in snap.drift],
+                "freshness": _freshness_document(snap),
             }
         return doc
 
@@ -229,6 +230,19 @@ class OpsServer:
             "http": {str(k): v for k, v in sorted(w.client.responses.items())},
             "limiter_wait_s": limiter.wait_seconds_total if limiter is not None else 0.0,
         }
+
+
+def _freshness_document(snap: Snapshot) -> dict[str, Any]:
+    f = snap.freshness
+    return {
+        "last_sync": None if f.last_sync is None else f.last_sync.isoformat(),
+        "last_sync_age_s": snap.age_s(f.last_sync),
+        "sync_failures": f.sync_failures,
+        "sync_failed_at": None if f.sync_failed_at is None else f.sync_failed_at.isoformat(),
+        # A failure's line can quote an API answer: scrubbed like a log line.
+        "sync_error": scrub(f.sync_error) if f.sync_error else None,
+        "oldest_non_terminal_age_s": snap.age_s(f.oldest_non_terminal),
+    }
 
 
 def _by_kind(counts: Iterable[tuple[str, int]], counted: str) -> list[dict[str, Any]]:

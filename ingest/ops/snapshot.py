@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest import queue
 from ingest.db.driver import driver_connection
+from ingest.discovery.state import SYNC_STATE, Freshness, read_freshness
 from ingest.logs import scrub
 
 log = structlog.get_logger("ingest.ops.snapshot")
@@ -47,6 +48,11 @@ class Snapshot:
     dead_by_kind: list[tuple[str, int]]  # every dead run, by failure kind, most first
     drift: list[tuple[str, int]]  # (kind, runs), as of `drift_at`
     drift_at: datetime | None
+    freshness: Freshness
+
+    def age_s(self, t: datetime | None) -> float | None:
+        """Seconds from `t` to when the snapshot was taken (both the database's clock)."""
+        return None if t is None else max(0.0, (self.taken_at - t).total_seconds())
 
 
 async def read_drift(conn: AsyncConnection) -> list[tuple[str, int]]:
@@ -83,6 +89,7 @@ class SnapshotPoller:
                 for d in await queue.latest_dead(conn, LATEST_DEAD)
             ]
             dead_by_kind = await queue.dead_by_kind(conn)
+            freshness = await read_freshness(conn, SYNC_STATE)
             if time.monotonic() - self._drift_read >= self.drift_interval_s:
                 self._drift, self._drift_at = await read_drift(conn), now
                 self._drift_read = time.monotonic()
@@ -96,6 +103,7 @@ class SnapshotPoller:
             dead_by_kind=dead_by_kind,
             drift=self._drift,
             drift_at=self._drift_at,
+            freshness=freshness,
         )
         self.error = None
         self.refreshed_at = time.time()

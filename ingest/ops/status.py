@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import cast
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest import queue
+from ingest.db.driver import driver_connection
+from ingest.discovery.state import SYNC_STATE, read_freshness
 from ingest.failures import phrase_of
+from ingest.logs import scrub
 from ingest.ops.snapshot import read_drift
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 60)
@@ -23,6 +28,13 @@ class StatusReport:
     # Dead runs by failure kind, each named by its phrase ("HTTP 404", "payload rejected").
     dead_reasons: list[tuple[str, int]] = field(default_factory=list)
     drift: list[tuple[str, int]] = field(default_factory=list)
+    # Freshness: the last successful sync (its watermark), failed syncs since, and the oldest
+    # run still scheduled/running upstream.
+    last_sync: str | None = None
+    last_sync_age_s: float | None = None
+    sync_failures: int = 0
+    sync_error: str | None = None
+    oldest_non_terminal_age_s: float | None = None
 
     def to_json(self) -> str:
         return orjson.dumps(asdict(self), option=orjson.OPT_NON_STR_KEYS).decode()
@@ -35,6 +47,8 @@ async def collect(engine: AsyncEngine) -> StatusReport:
         done = await queue.done_within(conn, THROUGHPUT_WINDOWS_MIN)
         dead = [(phrase_of(kind), n) for kind, n in await queue.dead_by_kind(conn)]
         drift = await read_drift(conn)
+        fresh = await read_freshness(conn, SYNC_STATE)
+        now = cast(datetime, await (await driver_connection(conn)).fetchval("SELECT now()"))
     return StatusReport(
         counts=counts.states,
         polling=counts.polling,
@@ -42,4 +56,13 @@ async def collect(engine: AsyncEngine) -> StatusReport:
         throughput=done,
         dead_reasons=dead,
         drift=drift,
+        last_sync=None if fresh.last_sync is None else fresh.last_sync.isoformat(),
+        last_sync_age_s=_age(fresh.last_sync, now),
+        sync_failures=fresh.sync_failures,
+        sync_error=scrub(fresh.sync_error) if fresh.sync_error else None,
+        oldest_non_terminal_age_s=_age(fresh.oldest_non_terminal, now),
     )
+
+
+def _age(t: datetime | None, now: datetime) -> float | None:
+    return None if t is None else max(0.0, (now - t).total_seconds())
