@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from ingest.db import comments
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -363,3 +365,6 @@ ingest_batches = Table(
     Column("rows_written", Integer, nullable=False),
 )
 Index("ix_ingest_batches_at", ingest_batches.c.at)
+
+# What each table and column means (COMMENT ON), kept apart so the shapes above stay readable.
+comments.attach(metadata)
