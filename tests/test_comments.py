@@ -50,3 +50,27 @@ async def test_downgrading_removes_them_and_upgrading_brings_them_back(
     assert "runs.status" in await _undescribed(engine)
     await migrate.upgrade(engine)
     assert await _undescribed(engine) == []
+
+
+async def test_bi_runs_shows_data_and_a_downgrade_keeps_every_comment(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO runs (id, status, data) VALUES"
+                " ('5b0f0d0e-0000-4000-8000-000000000001', 'completed',"
+                " '{\"load_id\": \"L-1\", \"rate_usd\": 1200.5}')"
+            )
+        )
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT data->>'load_id', (data->>'rate_usd')::numeric FROM bi_runs")
+            )
+        ).one()
+    assert tuple(row) == ("L-1", 1200.5)
+    await migrate.downgrade(engine, "0007")  # bi_runs as 0004 made it, comments and all
+    assert await _undescribed(engine) == []
+    await migrate.upgrade(engine)
+    assert await _undescribed(engine) == []
