@@ -66,6 +66,16 @@ def _duration_or_off(text: str) -> timedelta:
     return timedelta(0) if text.strip() == "0" else _duration_arg(text)
 
 
+def _duration_option(
+    p: argparse.ArgumentParser,
+    flag: str,
+    default: str,
+    help_: str,
+    parse: Callable[[str], timedelta] = _duration_arg,
+) -> None:
+    p.add_argument(flag, type=parse, default=default, metavar="DURATION", help=help_)
+
+
 def _uuid_arg(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text.strip())
@@ -145,12 +155,11 @@ def _add_simulate(command: Command) -> None:
     sim.add_argument("--latency", type=float, default=0.0, metavar="MS", help="mean, jittered")
     sim.add_argument("--error-rate", type=float, default=0.0, metavar="F", help="0..1 faults")
     sim.add_argument("--seed", type=int, default=1, help="same seed, same runs (default 1)")
-    sim.add_argument(
+    _duration_option(
+        sim,
         "--history",
-        type=_duration_arg,
-        default="7d",
-        metavar="DURATION",
-        help="how far back the runs go (default 7d); past 7d, the 7-day-retention use case's"
+        "7d",
+        "how far back the runs go (default 7d); past 7d, the 7-day-retention use case's"
         " older runs show their content deleted",
     )
 
@@ -163,13 +172,7 @@ def _add_discovery(command: Command) -> None:
     dc.add_argument("--until", type=_time_arg, metavar="T", help="end, exclusive (default: now)")
     dc.add_argument("--use-case", type=_uuid_arg, metavar="ID", help="only this use case")
     dc.add_argument("--status", help="only runs with this status (e.g. completed)")
-    dc.add_argument(
-        "--window",
-        type=_duration_arg,
-        default="7d",
-        metavar="DURATION",
-        help="largest sub-window listed at once (default 7d)",
-    )
+    _duration_option(dc, "--window", "7d", "largest sub-window listed at once (default 7d)")
     dc.add_argument("--page-size", type=_page_size_arg, default=1000, help="1..5000 (default 1000)")
     dc.add_argument(
         "--relist", action="store_true", help="list sub-windows an earlier discover finished too"
@@ -178,12 +181,11 @@ def _add_discovery(command: Command) -> None:
     sy = command(
         "sync", "incremental discovery from the stored watermark (cron-safe)", commands.sync
     )
-    sy.add_argument(
+    _duration_option(
+        sy,
         "--overlap",
-        type=_duration_arg,
-        default="15m",
-        metavar="DURATION",
-        help="how far before the watermark to list again, for late runs (default 15m)",
+        "15m",
+        "how far before the watermark to list again, for late runs (default 15m)",
     )
     sy.add_argument(
         "--since", type=_time_arg, metavar="T", help="first sync only (no watermark): " + TIME_HELP
@@ -196,21 +198,15 @@ def _add_discovery(command: Command) -> None:
         help="also refetch runs finished in the last N days, at most hourly (default 0)",
     )
     sy.add_argument("--page-size", type=_page_size_arg, default=1000, help="1..5000 (default 1000)")
-    sy.add_argument(
+    _duration_option(
+        sy,
         "--recheck",
-        type=_duration_or_off,
-        default="7d",
-        metavar="DURATION",
-        help="change capture: list this trailing window again, and every use case's issues,"
+        "7d",
+        "change capture: list this trailing window again, and every use case's issues,"
         " and fetch the runs that changed upstream (default 7d; 0 turns it off)",
+        parse=_duration_or_off,
     )
-    sy.add_argument(
-        "--recheck-every",
-        type=_duration_arg,
-        default="1h",
-        metavar="DURATION",
-        help="at most this often (default 1h)",
-    )
+    _duration_option(sy, "--recheck-every", "1h", "at most this often (default 1h)")
 
 
 def _add_worker(command: Command) -> None:
