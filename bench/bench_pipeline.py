@@ -35,6 +35,7 @@ import aiohttp
 import psutil
 from sqlalchemy import text
 
+from ingest import runtime
 from ingest.config import Secret, Settings
 from ingest.db import embedded, migrate
 from ingest.db.driver import driver_connection
@@ -375,4 +376,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # The workers are `hr-ingest worker` processes, so they run under the CLI's policy; the
+    # ceilings measured in this process run under the same one, or the ratio would compare
+    # a tuned collector and uvloop against the defaults.
+    runtime.run(main())

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from ingest import queue  # noqa: E402
+from ingest import queue, runtime  # noqa: E402
 from ingest.config import Secret, Settings  # noqa: E402
 from ingest.db import embedded, migrate  # noqa: E402
 from ingest.db.engine import create_engine  # noqa: E402
@@ -336,10 +336,11 @@ def main() -> int:
     parser.add_argument("--info", help=argparse.SUPPRESS)
     parser.add_argument("--stats", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # Under production's policy, as `hr-ingest simulate` and the workers run.
     if args.serve_simulator:
-        asyncio.run(serve_simulator(args))
+        runtime.run(serve_simulator(args))
         return 0
-    return asyncio.run(soak(args))
+    return runtime.run(soak(args))
 
 
 if __name__ == "__main__":
