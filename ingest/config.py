@@ -96,7 +96,10 @@ def asyncpg_url(url: str) -> URL:
 def _secret_url(var: str, raw: str) -> Secret | None:
     if not raw:
         return None
-    asyncpg_url(raw)
+    try:
+        asyncpg_url(raw)
+    except ConfigError as exc:  # named as the user gave it: the variable, or the flag
+        raise ConfigError(var, exc.problem) from None
     return Secret(raw)
 
 

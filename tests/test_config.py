@@ -76,6 +76,7 @@ def test_secrets_never_show_in_repr() -> None:
         (["status", "--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
         # A flag's bad value is named by the flag, the environment's by its variable.
         (["--rate-limit", "-1", "status"], {}, "--rate-limit: must be greater than 0"),
+        (["--database-url", "mysql://u:topsecret@h/db", "status"], {}, "--database-url: scheme"),
         (["worker", "--metrics-port", "x"], {}, "--metrics-port: 'x' is not a port number"),
         (["worker"], {"INGEST_BATCH_SIZE": "0"}, "INGEST_BATCH_SIZE: must be greater than 0"),
         (["status"], {"INGEST_LOG_LEVEL": "loud"}, "INGEST_LOG_LEVEL: must be one of"),
