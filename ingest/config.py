@@ -11,7 +11,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -186,7 +186,10 @@ def setting(
 ) -> Any:
     """A Settings field, with everything else about it: its environment variable, its
     command-line flag (default: from the field's name), its help, how a raw value is parsed
-    and checked, and the commands that take the flag (none: every command)."""
+    and checked, and the commands that take the flag (none: every command).
+
+    The help gets "(default X)" from `default`; a default of None or computed (a callable)
+    is not shown, so such a help says itself what happens when the setting is unset."""
     meta = {"var": var, "help": help, "parse": parse, "flag": flag, "commands": commands}
     if callable(default):
         return field(default_factory=default, metadata=meta)
@@ -207,7 +210,7 @@ class Settings:
     db_schema: str = setting(
         "happyrobot",
         "INGEST_DB_SCHEMA",
-        "PostgreSQL schema holding every table (default happyrobot)",
+        "PostgreSQL schema holding every table",
         _schema,
         flag="--schema",
     )
@@ -224,20 +227,14 @@ class Settings:
     rate_limit: float = setting(
         10.0,
         "INGEST_RATE_LIMIT",
-        "max requests/s to the API across all workers (default 10)",
+        "max requests/s to the API across all workers",
         _positive(float),
     )
     concurrency: int = setting(
-        16,
-        "INGEST_CONCURRENCY",
-        "max requests in flight per worker process (default 16)",
-        _positive(int),
+        16, "INGEST_CONCURRENCY", "max requests in flight per worker process", _positive(int)
     )
     max_attempts: int = setting(
-        8,
-        "INGEST_MAX_ATTEMPTS",
-        "attempts before a run is dead-lettered (default 8)",
-        _positive(int),
+        8, "INGEST_MAX_ATTEMPTS", "attempts before a run is dead-lettered", _positive(int)
     )
     log_format: str | None = setting(  # None: console on a TTY, json otherwise
         None,
@@ -248,21 +245,22 @@ class Settings:
     log_level: str = setting(
         "info",
         "INGEST_LOG_LEVEL",
-        "debug, info, warning or error (default info)",
+        "debug, info, warning or error",
         _one_of("debug", "info", "warning", "error"),
     )
-    # The worker's own: its flags belong to `worker` alone.
-    lease_seconds: float | None = setting(  # None: the worker's default
-        None,
+    # The worker's own: its flags belong to `worker` alone. The first two defaults are
+    # WorkerOptions' too (a Worker built without settings); a test keeps them equal.
+    lease_seconds: float = setting(
+        120.0,
         "INGEST_LEASE_SECONDS",
-        "how long a claim lasts unrenewed before another worker may take it (default 120)",
+        "how long a claim lasts unrenewed before another worker may take it",
         _positive(float),
         commands=("worker",),
     )
-    batch_size: int | None = setting(  # None: the worker's default
-        None,
+    batch_size: int = setting(
+        200,
         "INGEST_BATCH_SIZE",
-        "runs written per transaction (default 200)",
+        "runs written per transaction",
         _positive(int),
         commands=("worker",),
     )
@@ -283,7 +281,7 @@ class Settings:
     metrics_host: str = setting(
         "0.0.0.0",
         "INGEST_METRICS_HOST",
-        "address for the metrics port (default 0.0.0.0, for containers; 127.0.0.1: local)",
+        "address for the metrics port; 0.0.0.0 suits a container, 127.0.0.1 is this machine only",
         _text,
         commands=("worker",),
     )
@@ -319,12 +317,20 @@ class Declared:
     commands: tuple[str, ...]  # the commands that take the flag; () is every command
 
 
+def _help(f: Field[Any]) -> str:
+    default = f.default
+    if default is None or default is MISSING:  # unset, or computed (default_factory)
+        return str(f.metadata["help"])
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    return f"{f.metadata['help']} (default {shown})"
+
+
 DECLARED: tuple[Declared, ...] = tuple(
     Declared(
         f.name,
         f.metadata["var"],
         f.metadata["flag"] or "--" + f.name.replace("_", "-"),
-        f.metadata["help"],
+        _help(f),
         f.metadata["parse"],
         f.metadata["commands"],
     )

@@ -119,6 +119,43 @@ def test_every_setting_is_a_variable_and_a_flag_declared_once(
         assert shown_in == (["worker"] if d.commands == ("worker",) else ["status", "worker"]), d
 
 
+def test_help_shows_the_declared_defaults(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ingest import cli
+    from ingest.config import DECLARED
+
+    monkeypatch.setenv("COLUMNS", "200")  # argparse's width: one line per flag
+    with pytest.raises(SystemExit):
+        cli.main(["worker", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    # Each flag's help: from "--flag VAR " (the usage line has "--flag VAR]") to the next flag.
+    helps = {d.flag: text.split(f"{d.flag} {d.var} ", 1)[1].split(" --", 1)[0] for d in DECLARED}
+    defaults = {
+        "--schema": "happyrobot",
+        "--base-url": "https://platform.happyrobot.ai/api/v1",
+        "--rate-limit": "10",
+        "--concurrency": "16",
+        "--max-attempts": "8",
+        "--log-level": "info",
+        "--lease-seconds": "120",
+        "--batch-size": "200",
+        "--metrics-host": "0.0.0.0",
+    }
+    for flag, help_ in helps.items():
+        if flag in defaults:
+            assert help_.endswith(f"(default {defaults[flag]})"), help_
+        else:  # unset or computed: the help says what happens then
+            assert "(default " not in help_, help_
+
+
+def test_the_worker_settings_defaults_are_the_worker_options_defaults() -> None:
+    from ingest.worker import WorkerOptions
+
+    settings, options = load_settings(environ={}, env_file=None), WorkerOptions()
+    assert (settings.lease_seconds, settings.batch_size) == (options.lease_s, options.batch_size)
+
+
 @pytest.mark.parametrize(
     ("var", "value", "field", "expected"),
     [
