@@ -112,8 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_queue_commands(command: Command) -> None:
-    db = command("db", "schema migrations and the embedded server", commands.db)
-    db.add_argument("action", choices=["upgrade", "downgrade", "current", "stop"])
+    db = command(
+        "db",
+        "schema migrations and the embedded server; `db url`: what a BI tool connects with",
+        commands.db,
+    )
+    db.add_argument("action", choices=["upgrade", "downgrade", "current", "stop", "url"])
     db.add_argument("revision", nargs="?", help="target revision (upgrade: head, downgrade: base)")
 
     st = command(

@@ -98,6 +98,8 @@ async def db(args: argparse.Namespace, settings: Settings) -> int:
         stopped = embedded.stop(settings.data_dir)
         print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
         return EXIT_OK
+    if args.action == "url":
+        return await _bi_url(settings)
     engine = create_engine(settings, pool_size=1)
     try:
         if args.action == "upgrade":
@@ -109,6 +111,38 @@ async def db(args: argparse.Namespace, settings: Settings) -> int:
         print(f"schema {settings.db_schema} at revision {rev or 'base'} ({where})")
     finally:
         await engine.dispose()
+    return EXIT_OK
+
+
+async def _bi_url(settings: Settings) -> int:
+    """What to paste into a BI tool on this machine: the embedded server's TCP address and a
+    read-only role made for it."""
+    from ingest.db import access, embedded
+
+    if settings.database_url is not None:
+        print(f"DATABASE_URL is set: point the BI tool at {settings.database_url_redacted}")
+        print("(schema " + settings.db_schema + "; docs/dashboards.md has a read-only role for it)")
+        return EXIT_OK
+    if settings.embedded_port is None:
+        raise UsageError(
+            "the embedded PostgreSQL listens on a Unix socket only: set INGEST_EMBEDDED_PORT"
+            " (e.g. 5433), then run `hr-ingest db url` again"
+        )
+    password = access.bi_password(settings.data_dir)
+    engine = create_engine(settings, pool_size=1)
+    try:
+        await access.ensure_bi_role(engine, settings.db_schema, password)
+    finally:
+        await engine.dispose()
+    port, user, schema = settings.embedded_port, access.BI_ROLE, settings.db_schema
+    print(
+        f"postgresql://{user}:{password}@127.0.0.1:{port}/{embedded.DATABASE}"
+        f"?options=-csearch_path%3D{schema}"
+    )
+    print(
+        f"host 127.0.0.1  port {port}  database {embedded.DATABASE}  user {user}"
+        f"  password {password}  schema {schema} (read-only)"
+    )
     return EXIT_OK
 
 

@@ -248,6 +248,13 @@ class Settings:
         "debug, info, warning or error",
         _one_of("debug", "info", "warning", "error"),
     )
+    embedded_port: int | None = setting(
+        None,
+        "INGEST_EMBEDDED_PORT",
+        "also serve the embedded PostgreSQL on 127.0.0.1 at this port, for a BI tool on this"
+        " machine (`hr-ingest db url`); unset: a Unix socket only",
+        _port,
+    )
     # The worker's own: its flags belong to `worker` alone. The first two defaults are
     # WorkerOptions' too (a Worker built without settings); a test keeps them equal.
     lease_seconds: float = setting(

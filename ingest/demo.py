@@ -75,4 +75,5 @@ def _print_next_steps(settings: Settings) -> None:
     print("  hr-ingest status        # the queue, throughput and dead letters")
     print("  hr-ingest simulate      # an API to point a long-running `hr-ingest worker` at")
     if settings.database_url is None:
+        print("  INGEST_EMBEDDED_PORT=5433 hr-ingest db url   # connect Metabase, Superset, ...")
         print("  hr-ingest db stop       # stop the embedded PostgreSQL")

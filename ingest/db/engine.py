@@ -11,7 +11,7 @@ from ingest.db import embedded
 def resolve_url(settings: Settings) -> str:
     """The asyncpg URL to use: DATABASE_URL, or the embedded server (started if needed)."""
     if settings.database_url is None:
-        return embedded.start(settings.data_dir)
+        return embedded.start(settings.data_dir, settings.embedded_port)
     return asyncpg_url(settings.database_url.reveal()).render_as_string(hide_password=False)
 
 
