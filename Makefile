@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-e2e lint lint-deploy bench soak clean
+.PHONY: demo test test-e2e dbt lint lint-deploy bench soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,17 @@ test: $(STAMP)
 # The status page in headless Chromium (Debian's `chromium`); kept out of `make test`.
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e
+
+# The dbt project (dbt/) on the demo's data, in an environment of its own so the worker's
+# install stays small; needs INGEST_TEST_DATABASE_URL.
+DBT_VENV := .venv-dbt
+$(DBT_VENV)/.installed: dbt/requirements.txt
+	@test -x $(DBT_VENV)/bin/python || $(PYTHON) -m venv $(DBT_VENV)
+	$(DBT_VENV)/bin/python -m pip install -qq -r dbt/requirements.txt
+	@touch $@
+
+dbt: $(STAMP) $(DBT_VENV)/.installed
+	bash dbt/ci.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
