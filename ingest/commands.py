@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -396,11 +395,9 @@ async def worker(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.worker import FatalApiError, WorkerOptions
 
     require_api_key(settings)
-    options = WorkerOptions(drain=args.drain)
-    if settings.lease_seconds is not None:
-        options = dataclasses.replace(options, lease_s=settings.lease_seconds)
-    if settings.batch_size is not None:
-        options = dataclasses.replace(options, batch_size=settings.batch_size)
+    options = WorkerOptions(
+        drain=args.drain, lease_s=settings.lease_seconds, batch_size=settings.batch_size
+    )
     port = settings.metrics_port
     engine = create_engine(settings, pool_size=4)
     try:
