@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ingest.db import run_data
 from ingest.db.tables import metadata
 
 # The repository's migrations/; INGEST_MIGRATIONS_DIR points elsewhere for unusual installs.
@@ -46,9 +47,15 @@ async def _with_connection(engine: AsyncEngine, action: str, revision: str) -> N
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     await _with_connection(engine, "upgrade", revision)
+    if revision == "head":
+        # Not a migration: its columns follow the use cases' run_columns (ingest.db.run_data).
+        async with engine.begin() as conn:
+            await run_data.refresh(conn)
 
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
+    async with engine.begin() as conn:  # it depends on runs, which migrations may change
+        await conn.execute(text(f"DROP VIEW IF EXISTS {run_data.VIEW}"))
     await _with_connection(engine, "downgrade", revision)
 
 

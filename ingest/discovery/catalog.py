@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest.api.client import ApiClient
 from ingest.api.errors import ApiError
-from ingest.db import tables
+from ingest.db import run_data, tables
 from ingest.db.bulk import Target
 from ingest.db.driver import driver_connection
 from ingest.discovery.state import read_watermark, write_watermark
@@ -301,6 +301,21 @@ async def _refresh_use_cases(
         await upsert_versions(db, versions)
         await write_watermark(conn, USE_CASES_STATE, now)
     result.use_cases, result.versions = len(use_cases), len(versions)
+    await _refresh_run_data(engine)
+
+
+async def _refresh_run_data(engine: AsyncEngine) -> None:
+    """bi_run_data follows the run_columns just stored, when this role may make views."""
+    made = await run_data.refresh_if_allowed(engine)
+    if made:
+        log.info("catalog.run_data_view", view=run_data.VIEW)
+    elif made is None:
+        # A least-privilege worker role cannot create views: the owner's `db upgrade` does.
+        log.warning(
+            "catalog.run_data_view_not_refreshed",
+            view=run_data.VIEW,
+            reason="this role may not create views; run `hr-ingest db upgrade` as the owner",
+        )
 
 
 async def _refresh_usage(
