@@ -200,6 +200,11 @@ class Worker:
             if claims:
                 self.stats.claimed += len(claims)
                 for c in claims:
+                    if c.run_id in self._held:
+                        # Our own lease ran out while we still had the run (a stalled loop)
+                        # and we took it back: the attempt in flight completes it, a second
+                        # one could finish first and leave the queue a poll behind the rows.
+                        continue
                     self._held.add(c.run_id)
                     await self._to_fetch.put(c)
                 continue
