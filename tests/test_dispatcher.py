@@ -19,6 +19,7 @@ from ingest.api.slots import SlotDispatcher
 class VirtualClock:
     def __init__(self) -> None:
         self.t = 0.0
+        self.wakeups: list[float] = []  # every sleep's wake-up time, in the order asked
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
@@ -27,6 +28,7 @@ class VirtualClock:
 
     async def sleep(self, seconds: float) -> None:
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.wakeups.append(self.t + max(0.0, seconds))
         heapq.heappush(self._sleepers, (self.t + max(0.0, seconds), next(self._order), wake))
         await wake
 
@@ -110,13 +112,16 @@ async def test_a_burst_is_paced_one_slot_per_interval_in_arrival_order() -> None
 
 async def test_slots_due_within_the_lateness_go_together() -> None:
     clock = VirtualClock()
-    source = Source(clock, script=[[1.0, 1.005, 1.02]])
+    source = Source(clock, script=[[0.0, 0.005, 0.02]])
     slots = SlotDispatcher(source, max_lateness=0.01, clock=clock)
     _, done = acquirers(slots, clock, 3)
     await settle(clock, lambda: len(done) == 3)
-    # 1.0 and 1.005 are handed out together at 0.99; each caller still waits for its own.
-    assert done == {0: 1.0, 1: 1.005, 2: 1.02}
+    # 0.0 and 0.005 are handed out together at 0.0; each caller still waits for its own.
+    assert done == {0: 0.0, 1: 0.005, 2: 0.02}
     assert len(source.asked) == 1
+    # Nobody slept until 0.0: the dispatcher did not take a turn of its own for 0.005 (on a
+    # busy event loop each extra turn makes the next slot later). It woke once, at 0.01.
+    assert sorted(clock.wakeups) == pytest.approx([0.005, 0.01, 0.02], abs=1e-12)
     await slots.close()
 
 
