@@ -172,6 +172,18 @@ async def test_a_caller_cancelled_before_its_turn_uses_no_slot() -> None:
     await slots.close()
 
 
+async def test_a_caller_cancelled_behind_others_uses_no_slot_either() -> None:
+    clock = VirtualClock()
+    source = Source(clock, script=[[1.0, 1.0, 1.1]])  # two tokens of a burst, then paced
+    slots = SlotDispatcher(source, max_lateness=0.01, clock=clock)
+    tasks, done = acquirers(slots, clock, 3)
+    await settle(clock, lambda: bool(source.asked))
+    tasks[1].cancel()  # second in line when both 1.0 slots are handed out together
+    await settle(clock, lambda: len(done) == 2)
+    assert done == {0: 1.0, 2: 1.0}
+    await slots.close()
+
+
 async def test_a_failing_source_fails_the_first_in_line_and_the_next_asks_again() -> None:
     clock = VirtualClock()
     source = Source(clock, script=[ConnectionError("bucket down"), [0.5]])
