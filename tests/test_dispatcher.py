@@ -159,6 +159,25 @@ async def test_dropped_slots_are_not_handed_out() -> None:
     await slots.close()
 
 
+async def test_after_a_429_the_callers_in_line_wait_for_the_next_grant() -> None:
+    clock = VirtualClock()
+    # The bucket pauses until 7.0 after the 429: its next grant starts there.
+    source = Source(clock, script=[[0.0, 1.0, 2.0], [7.0, 7.1]])
+    slots = SlotDispatcher(source, max_lateness=0.01, clock=clock)
+    _, done = acquirers(slots, clock, 3)
+
+    async def a_429_at(t: float) -> None:
+        await clock.sleep(t)
+        slots.drop_slots()
+
+    penalty = asyncio.create_task(a_429_at(0.5))
+    await settle(clock, lambda: len(done) == 3)
+    assert penalty.done() and done == {0: 0.0, 1: 7.0, 2: 7.1}
+    # Asked again when the void slot 1.0 would have been handed out, not before.
+    assert [t for t, _ in source.asked] == pytest.approx([0.0, 0.99], abs=1e-12)
+    await slots.close()
+
+
 async def test_a_caller_cancelled_before_its_turn_uses_no_slot() -> None:
     clock = VirtualClock()
     source = Source(clock, rate=10.0, per_grant=1)
