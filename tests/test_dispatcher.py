@@ -215,18 +215,21 @@ async def test_a_failing_source_fails_the_first_in_line_and_the_next_asks_again(
     await slots.close()
 
 
-async def test_close_fails_every_waiter_instead_of_leaving_it_hanging() -> None:
+async def test_close_fails_every_waiter_in_line_at_once() -> None:
     clock = VirtualClock()
-    source = Source(clock, script=[[10.0]])
+    source = Source(clock, script=[[0.0, 0.004, 5.0]])
     slots = SlotDispatcher(source, max_lateness=0.01, clock=clock)
-    tasks, done = acquirers(slots, clock, 3)
-    await settle(clock, lambda: bool(source.asked))
+    tasks, done = acquirers(slots, clock, 4)
+    await settle(clock, lambda: 0 in done)  # 0.0 and 0.004 handed out, 5.0 not yet
     await slots.close()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    # The first holds its slot (10.0) and sleeps on; the others were still in line.
-    assert [type(r) for r in results[1:]] == [RuntimeError, RuntimeError]
-    tasks[0].cancel()
-    assert not done
+    await settle(clock, lambda: tasks[2].done() and tasks[3].done())
+    assert clock.now() == 0.0  # failed at once, not at their slots
+    for waiter in tasks[2:]:
+        with pytest.raises(RuntimeError, match="rate limiter closed"):
+            waiter.result()
+    # A caller already holding its slot still goes at it.
+    await settle(clock, lambda: 1 in done)
+    assert done == {0: 0.0, 1: 0.004}
 
 
 async def test_a_callers_wait_is_counted_whatever_the_outcome() -> None:
