@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from ingest import runtime
 from ingest.api import ApiClient, ApiError, RateLimiter
 from ingest.config import Secret, Settings, load_settings
 from ingest.db import migrate
@@ -188,9 +189,9 @@ def main() -> int:
     w.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     if args.mode == "worker":
-        print(json.dumps(asyncio.run(worker(args))))
+        print(json.dumps(runtime.run(worker(args))))
         return 0
-    return asyncio.run(bench(args))
+    return runtime.run(bench(args))
 
 
 if __name__ == "__main__":

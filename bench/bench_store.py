@@ -11,7 +11,6 @@ temporary directory; the benchmark creates its own schema there and drops it at 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import shutil
@@ -26,6 +25,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ingest import runtime
 from ingest.config import Secret, Settings
 from ingest.db import embedded, migrate
 from ingest.db.engine import create_engine
@@ -103,7 +103,7 @@ def main() -> None:
             f"{args.runs} runs of 30 events + intermediates + 2 issues, {size / 1024:.0f} KiB each"
         )
         bench_normalize(bodies)
-        asyncio.run(bench_store(url, bodies, args.batch))
+        runtime.run(bench_store(url, bodies, args.batch))
     finally:
         if data_dir is not None:
             embedded.remove(data_dir)
