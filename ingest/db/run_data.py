@@ -22,12 +22,13 @@ VIEW = "bi_run_data"
 SAMPLE = 2000  # latest runs whose values decide a column's type
 _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes
 
+# column: (its type as information_schema names it, expression, comment)
 _FIXED = {
-    "run_id": ("r.id", "The run (runs.id)."),
-    "use_case_id": ("r.use_case_id", "Use case id."),
-    "use_case_name": ("uc.name", "Name of the use case."),
-    "status": ("r.status", "Run status."),
-    "timestamp": ('r."timestamp"', "When the run started (UTC)."),
+    "run_id": ("uuid", "r.id", "The run (runs.id)."),
+    "use_case_id": ("uuid", "r.use_case_id", "Use case id."),
+    "use_case_name": ("text", "uc.name", "Name of the use case."),
+    "status": ("text", "r.status", "Run status."),
+    "timestamp": ("timestamp with time zone", 'r."timestamp"', "When the run started (UTC)."),
 }
 
 _NAMES = """
@@ -78,7 +79,7 @@ async def _desired(db: Db) -> list[tuple[str, str, str, str]]:
     """(column, SQL type, expression, comment) for every column the view should have."""
     names = sorted(cast(str, r[0]) for r in await db.fetch(_NAMES))
     types = {cast(str, r[0]): cast(list[str] | None, r[1]) for r in await db.fetch(_TYPES, names)}
-    columns = [(c, "", e, text) for c, (e, text) in _FIXED.items()]
+    columns = [(c, t, e, text) for c, (t, e, text) in _FIXED.items()]
     taken = set(_FIXED)
     for name in names:
         column = name.encode()[:_MAX_IDENTIFIER].decode(errors="ignore")
@@ -97,8 +98,7 @@ async def refresh(conn: AsyncConnection) -> bool:
     db = await driver_connection(conn)
     desired = await _desired(db)
     current = [(cast(str, r[0]), cast(str, r[1])) for r in await db.fetch(_CURRENT, VIEW)]
-    wanted = [(c, t or typ) for (c, t, _, _), (_, typ) in zip(desired, current, strict=False)]
-    if current and len(current) == len(desired) and wanted == current:
+    if current == [(column, sql_type) for column, sql_type, _, _ in desired]:
         return False
     select = ",\n    ".join(f"{e} AS {_ident(c)}" for c, _, e, _ in desired)
     await db.execute(f"DROP VIEW IF EXISTS {VIEW}")

@@ -228,28 +228,31 @@ async def record_failure(engine: AsyncEngine, name: str, error: str) -> None:
 class Freshness:
     """How current the tables are: what `status`, the status page and the metrics show."""
 
+    read_at: datetime  # the database's clock when these were read
     last_sync: datetime | None  # the watermark of the last successful sync
     sync_failures: int  # failed syncs since then
     sync_failed_at: datetime | None
     sync_error: str | None  # the last failure's, one line
     oldest_non_terminal: datetime | None  # start of the oldest run still scheduled/running
 
+    def age_s(self, t: datetime | None) -> float | None:
+        """Seconds from `t` to when these were read (both the database's clock)."""
+        return None if t is None else max(0.0, (self.read_at - t).total_seconds())
+
+
+_FRESHNESS = """
+SELECT now(), s.watermark, coalesce(s.failures, 0), s.failed_at, s.last_error,
+    (SELECT min(coalesce("timestamp", listed_at)) FROM runs WHERE status = ANY($2::text[]))
+FROM (SELECT 1) AS one LEFT JOIN sync_state AS s ON s.name = $1
+"""
+
 
 async def read_freshness(conn: AsyncConnection, sync_name: str) -> Freshness:
     db = await driver_connection(conn)
-    row = await db.fetchrow(
-        "SELECT watermark, failures, failed_at, last_error FROM sync_state WHERE name = $1",
-        sync_name,
-    )
-    oldest = await db.fetchval(
-        'SELECT min(coalesce("timestamp", listed_at)) FROM runs WHERE status = ANY($1::text[])',
-        list(NON_TERMINAL),
-    )
-    values = (None, 0, None, None) if row is None else tuple(row)
-    last, failures, failed_at, error = cast(
-        tuple[datetime | None, int, datetime | None, str | None], values
-    )
-    return Freshness(last, failures, failed_at, error, cast(datetime | None, oldest))
+    row = await db.fetchrow(_FRESHNESS, sync_name, list(NON_TERMINAL))
+    assert row is not None  # one row, whatever sync_state holds
+    fields = tuple[datetime, datetime | None, int, datetime | None, str | None, datetime | None]
+    return Freshness(*cast(fields, tuple(row)))
 
 
 # -- sync: the lock and the runs enqueued again ----------------------------------------------

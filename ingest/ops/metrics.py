@@ -165,7 +165,7 @@ def _freshness(snap: Snapshot | None) -> Iterator[Metric]:
     if snap is not None:
         f = snap.freshness
         for gauge, age in ((last_sync, f.last_sync), (unfinished, f.oldest_non_terminal)):
-            seconds = snap.age_s(age)
+            seconds = f.age_s(age)
             if seconds is not None:
                 gauge.add_metric([], seconds)
         failures.add_metric([], f.sync_failures)

@@ -236,12 +236,12 @@ def _freshness_document(snap: Snapshot) -> dict[str, Any]:
     f = snap.freshness
     return {
         "last_sync": None if f.last_sync is None else f.last_sync.isoformat(),
-        "last_sync_age_s": snap.age_s(f.last_sync),
+        "last_sync_age_s": f.age_s(f.last_sync),
         "sync_failures": f.sync_failures,
         "sync_failed_at": None if f.sync_failed_at is None else f.sync_failed_at.isoformat(),
         # A failure's line can quote an API answer: scrubbed like a log line.
         "sync_error": scrub(f.sync_error) if f.sync_error else None,
-        "oldest_non_terminal_age_s": snap.age_s(f.oldest_non_terminal),
+        "oldest_non_terminal_age_s": f.age_s(f.oldest_non_terminal),
     }
 
 

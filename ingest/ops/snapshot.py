@@ -50,10 +50,6 @@ class Snapshot:
     drift_at: datetime | None
     freshness: Freshness
 
-    def age_s(self, t: datetime | None) -> float | None:
-        """Seconds from `t` to when the snapshot was taken (both the database's clock)."""
-        return None if t is None else max(0.0, (self.taken_at - t).total_seconds())
-
 
 async def read_drift(conn: AsyncConnection) -> list[tuple[str, int]]:
     db = await driver_connection(conn)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import cast
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest import queue
-from ingest.db.driver import driver_connection
 from ingest.discovery.state import SYNC_STATE, read_freshness
 from ingest.failures import phrase_of
 from ingest.logs import scrub
@@ -48,7 +45,6 @@ async def collect(engine: AsyncEngine) -> StatusReport:
         dead = [(phrase_of(kind), n) for kind, n in await queue.dead_by_kind(conn)]
         drift = await read_drift(conn)
         fresh = await read_freshness(conn, SYNC_STATE)
-        now = cast(datetime, await (await driver_connection(conn)).fetchval("SELECT now()"))
     return StatusReport(
         counts=counts.states,
         polling=counts.polling,
@@ -57,12 +53,8 @@ async def collect(engine: AsyncEngine) -> StatusReport:
         dead_reasons=dead,
         drift=drift,
         last_sync=None if fresh.last_sync is None else fresh.last_sync.isoformat(),
-        last_sync_age_s=_age(fresh.last_sync, now),
+        last_sync_age_s=fresh.age_s(fresh.last_sync),
         sync_failures=fresh.sync_failures,
         sync_error=scrub(fresh.sync_error) if fresh.sync_error else None,
-        oldest_non_terminal_age_s=_age(fresh.oldest_non_terminal, now),
+        oldest_non_terminal_age_s=fresh.age_s(fresh.oldest_non_terminal),
     )
-
-
-def _age(t: datetime | None, now: datetime) -> float | None:
-    return None if t is None else max(0.0, (now - t).total_seconds())
