@@ -103,3 +103,28 @@ async def test_change_capture_runs_at_most_hourly_and_can_be_turned_off(
     assert sim.stats.by_route["/api/v1/runs"] > 0
     assert sim.stats.by_route["/api/v1/issues"] == 0
     assert await scalar(engine, "SELECT count(*) FROM ingest_queue WHERE state = 'pending'") == 0
+
+
+async def test_a_malformed_issue_is_skipped_and_the_rest_still_counts(
+    settings: Settings, engine: AsyncEngine, sim: Simulator
+) -> None:
+    s = api_settings(settings, sim)
+    for run_id in sim.run_ids():
+        sim.change_run(run_id, stage=REVIEWED)
+    await _load(s, engine)
+    with_issues = [r for r in _older_than_a_day(sim) if sim.run_issues(r)]
+    broken, added_to = with_issues[:2]
+    bad = {**sim.run_issues(broken)[0], "id": "not-a-uuid"}
+    sim.change_run(broken, issues=[*sim.run_issues(broken), bad])
+    new_issue = _issue_like(sim.run_issues(added_to)[0], added_to)
+    sim.change_run(added_to, issues=[*sim.run_issues(added_to), new_issue])
+    fetched_before = {r: sim.fetch_count(r) for r in sim.run_ids()}
+
+    async with open_client(s, engine) as client:
+        result = await discovery.sync(engine, client, SyncOptions())
+    await drain(s, engine)
+
+    # The bad item is logged and left out; it neither fails the sync nor hides the good one.
+    assert result.rechecked and result.recheck_failed is None and result.changed_issues == 1
+    fetched = {r for r in sim.run_ids() if sim.fetch_count(r) != fetched_before[r]}
+    assert fetched == {added_to}

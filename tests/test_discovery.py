@@ -225,6 +225,8 @@ async def test_an_api_fault_stops_discover_and_a_rerun_resumes(
         ["discover", "--since", "1d", "--use-case", "nope"],
         ["discover", "--since", "1d", "--page-size", "9000"],
         ["sync", "--overlap", "soon"],
+        ["sync", "--recheck", "soon"],
+        ["sync", "--recheck-every", "0s"],
         ["worker", "--sync-every", "0s"],
     ],
 )
