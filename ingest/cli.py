@@ -138,6 +138,25 @@ def _add_queue_commands(command: Command) -> None:
     )
     rp.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="default: every stored run")
 
+    pr = command(
+        "prune",
+        "delete stored raw payloads fetched before a time; every other table is kept",
+        commands.prune,
+    )
+    pr.add_argument(
+        "--older-than",
+        type=_duration_or_off,
+        required=True,
+        metavar="DURATION",
+        help="fetched longer ago than this, e.g. 90d (0: every payload)",
+    )
+    pr.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+
+    pl = command(
+        "payload", "print a run's stored raw body to stdout, byte for byte", commands.payload
+    )
+    pl.add_argument("run_id", type=_uuid_arg, metavar="RUN_ID")
+
     dm = command(
         "demo", "simulator + database + discovery + worker --drain, then a summary", commands.demo
     )

@@ -266,6 +266,43 @@ async def reprocess(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if not (result.refused or result.missing) else EXIT_FAILURE
 
 
+async def prune(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import archive
+
+    before = datetime.now(UTC) - args.older_than
+    engine = create_engine(settings, pool_size=1)
+    try:
+        pruned = await archive.prune(engine, before, dry_run=args.dry_run)
+    finally:
+        await engine.dispose()
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{verb} {pruned.payloads:,} raw payloads fetched before {_at(before)}"
+        f" ({pruned.stored_bytes / 1e6:,.1f} MB as stored); runs and every other table are"
+        " kept (reprocess skips these runs until they are fetched again)"
+    )
+    return EXIT_OK
+
+
+async def payload(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import archive
+
+    engine = create_engine(settings, pool_size=1)
+    try:
+        stored = await archive.read(engine, args.run_id)
+    finally:
+        await engine.dispose()
+    if stored is None:
+        print(f"no stored payload for run {args.run_id}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not stored.intact:
+        print(f"run {args.run_id}: stored body does not match its sha256", file=sys.stderr)
+        return EXIT_FAILURE
+    sys.stdout.buffer.write(stored.body)
+    sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
 # -- discovery -------------------------------------------------------------------------------
 
 

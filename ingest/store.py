@@ -23,7 +23,7 @@ from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ingest import normalize
+from ingest import archive, normalize, rollup
 from ingest.db import tables
 from ingest.db.bulk import R, Target
 from ingest.db.driver import Db, connection, driver_connection, transaction
@@ -99,8 +99,18 @@ _DELETE_CHILDREN = (
             )
         )
     )
-    + " SELECT"
+    # The statement's snapshot predates its deletes: issues of this batch still stored under
+    # another run are about to move here (see _recount_issues).
+    + " SELECT DISTINCT run_id FROM run_issues WHERE id = ANY($2::uuid[])"
+    " AND run_id <> ALL($1::uuid[])"
 )
+# runs.issue_count is counted by normalize from the run's own body. An issue that moved between
+# runs (rare) leaves its former run's count stale, and stays put if that run's stored fetch is
+# newer: count those runs again from the rows, after the issues are written.
+_RECOUNT_ISSUES = """
+UPDATE runs AS r SET issue_count = (SELECT count(*) FROM run_issues AS i WHERE i.run_id = r.id)
+WHERE r.id = ANY($1::uuid[])
+"""
 
 
 def _newest_per_run(batch: Sequence[normalize.RunRows]) -> list[normalize.RunRows]:
@@ -163,7 +173,11 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[normalize.RunRows])
     if not runs:
         return stats
 
-    await raw.execute(_DELETE_CHILDREN, [rows.run.id for rows in runs])
+    listed = [(issue.id, rows.run.fetched_at, issue) for rows in runs for issue in rows.issues]
+    issues = _newest_by_id(listed)
+    moved_from = await raw.fetch(
+        _DELETE_CHILDREN, [rows.run.id for rows in runs], [issue.id for issue in issues]
+    )
 
     copied = sum(
         [
@@ -176,11 +190,12 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[normalize.RunRows])
         ]
     )
 
-    issues = _newest_by_id(
-        [(issue.id, rows.run.fetched_at, issue) for rows in runs for issue in rows.issues]
-    )
     if issues:
         await raw.execute(_UPSERT_ISSUES, *_ISSUES.arrays(issues))
+    if moved_from or len(issues) < len(listed):  # moved from a stored run, or within the batch
+        recount = {cast(uuid.UUID, r["run_id"]) for r in moved_from}
+        recount |= {rows.run.id for rows in runs if rows.issues}
+        await raw.execute(_RECOUNT_ISSUES, sorted(recount))
 
     # Last: every batch shares a handful of versions, and their row locks are held until
     # commit; taken earlier, they would queue every other writer behind this whole batch.
@@ -195,9 +210,9 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[normalize.RunRows])
 
 async def _stored_payloads(
     engine: AsyncEngine, run_ids: Sequence[uuid.UUID] | None, batch_size: int
-) -> AsyncIterator[list[tuple[uuid.UUID, bytes, datetime]]]:
+) -> AsyncIterator[list[tuple[uuid.UUID, bytes, datetime, str]]]:
     """Stored payloads in chunks: the given runs, or all of them in run id order."""
-    select = "SELECT run_id, body, fetched_at FROM run_payloads"
+    select = "SELECT run_id, body, fetched_at, encoding FROM run_payloads"
     wanted = sorted(set(run_ids)) if run_ids is not None else None
     after: uuid.UUID | None = None  # all runs: keyset paging, whatever their number
     for start in itertools.count(0, batch_size):
@@ -216,7 +231,7 @@ async def _stored_payloads(
                 )
             else:
                 return
-        rows = [cast(tuple[uuid.UUID, bytes, datetime], tuple(r)) for r in records]
+        rows = [cast(tuple[uuid.UUID, bytes, datetime, str], tuple(r)) for r in records]
         if rows:
             after = rows[-1][0]
             yield rows
@@ -235,11 +250,14 @@ async def reprocess(
     found: set[uuid.UUID] = set()  # only filled (and needed) when run_ids are given
     async for chunk in _stored_payloads(engine, run_ids, batch_size):
         batch = []
-        for run_id, body, fetched_at in chunk:
+        for run_id, stored, fetched_at, encoding in chunk:
             if run_ids is not None:
                 found.add(run_id)
             try:
+                body = archive.unpack(stored, encoding)
                 batch.append(normalize.normalize(body, run_id, fetched_at))
+            except archive.ArchiveError as exc:
+                result.refused.append((run_id, str(exc)))
             except normalize.PayloadRejected as exc:
                 result.refused.append((run_id, exc.reason))
         async with transaction(engine) as conn:
@@ -249,4 +267,6 @@ async def reprocess(
         result.skipped_stale += stats.skipped_stale
     if run_ids is not None:
         result.missing = sorted(set(run_ids) - found)
+    async with transaction(engine) as conn:
+        await rollup.compact(await driver_connection(conn))
     return result

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ingest import queue
+from ingest import archive, queue, rollup
 from ingest.api.retry import backoff
 from ingest.db.driver import (
     DatabaseUnavailable,
+    driver_connection,
     transaction,
     values_refused,
     wait_out_unavailable,
@@ -68,6 +69,7 @@ class BatchWriter:
         self._engine, self._owner, self._options = engine, owner, options
         self._max_attempts, self._stats = max_attempts, stats
         self._let_go, self._stopping = let_go, stopping
+        self._next_compaction = time.monotonic() + rollup.EVERY_S
 
     async def run(self, inbox: asyncio.Queue[Outcome | object]) -> None:
         """Write batches from `inbox` until STOP: up to `batch_size` outcomes, or what came
@@ -135,7 +137,7 @@ class BatchWriter:
             kind=FailureKind.STORE_ERROR,
             detail=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
             permanent=values_refused(exc),
-            body=s.rows.payload.body,
+            body=archive.unpack(s.rows.payload.body, s.rows.payload.encoding),
         )
         log.error("run could not be stored", run_id=str(s.claim.run_id), error=failure.reason)
         failed = Failed(claim=s.claim, failure=failure)
@@ -157,6 +159,18 @@ class BatchWriter:
         stats.rows += result.rows
         stats.batches += 1
         self._let_go([s.claim.run_id for s in stored])
+        if time.monotonic() >= self._next_compaction:
+            await self._compact()
+
+    async def _compact(self) -> None:
+        """Compact the daily counts; a failure is logged and tried again next time, never the
+        batch's (which is committed)."""
+        self._next_compaction = time.monotonic() + rollup.EVERY_S
+        try:
+            async with transaction(self._engine) as conn:
+                await rollup.compact(await driver_connection(conn))
+        except Exception as exc:  # the next compaction makes up for this one
+            log.warning("daily counts not compacted", error=f"{type(exc).__name__}: {exc}")
 
     async def _record_failures(self, failed: list[Failed]) -> None:
         """Each failed attempt in the queue (retry later, or the dead letter), and how many

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest import archive
+from ingest.db import migrate
 
 TERMINAL = ("completed", "canceled", "failed")
 
@@ -72,8 +76,10 @@ async def check_rows(engine: AsyncEngine) -> list[str]:
             return {r[0]: r[1] for r in await conn.execute(text(sql))}
 
         payloads = {
-            r.run_id: (r.body, r.sha256)
-            for r in await conn.execute(text("SELECT run_id, body, sha256 FROM run_payloads"))
+            r.run_id: (archive.unpack(r.body, r.encoding), r.sha256)
+            for r in await conn.execute(
+                text("SELECT run_id, body, encoding, sha256 FROM run_payloads")
+            )
         }
         runs = {
             r.id: r.payload_sha256
@@ -151,3 +157,47 @@ async def check_rows(engine: AsyncEngine) -> list[str]:
     if orphan_letters:
         problems.append(f"{orphan_letters} dead letters of runs that are not dead")
     return problems
+
+
+# -- stored figures ----------------------------------------------------------------------------
+
+RUN_FACTS = (
+    "event_count, first_event_at, last_event_at, issue_count, session_count, call_duration,"
+    " any_connected"
+)
+SESSION_FACTS = (
+    "use_case_id, version_id, messages, assistant_turns, user_turns, tool_turns, event_turns,"
+    " interruptions, fillers, natural_cuts, tool_calls, first_assistant_at, latency_llm_p50,"
+    " latency_llm_p95, latency_tts_p50, latency_tts_p95, latency_turn_p50, latency_turn_p95"
+)
+
+
+def _revision(name: str) -> Any:
+    return ScriptDirectory.from_config(migrate.alembic_config()).get_revision(name).module
+
+
+async def stored_bodies(engine: AsyncEngine) -> dict[uuid.UUID, bytes]:
+    """Every stored raw body, as received."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT run_id, body, encoding FROM run_payloads"))
+        return {r.run_id: archive.unpack(r.body, r.encoding) for r in rows}
+
+
+async def recount_facts(engine: AsyncEngine) -> None:
+    """Store every run's and session's figures as SQL computes them from the child rows: the
+    backfill of migration 0009, with the expressions the views used before (0004). What a
+    hand-seeded test writes instead of a fetch, and what stored figures are checked against."""
+    v0004, v0009 = _revision("0004"), _revision("0009")
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(v0009._fill_sessions(v0004))
+        await conn.exec_driver_sql(v0009._fill_runs(v0004))
+
+
+async def stored_facts(engine: AsyncEngine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Every run's and session's stored figures, in key order."""
+    async with engine.connect() as conn:
+        runs = await conn.execute(text(f"SELECT id, {RUN_FACTS} FROM runs ORDER BY id"))
+        sessions = await conn.execute(
+            text(f"SELECT run_id, seq, {SESSION_FACTS} FROM run_sessions ORDER BY run_id, seq")
+        )
+        return [tuple(r) for r in runs], [tuple(s) for s in sessions]

@@ -10,6 +10,7 @@ import random
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ingest import archive
 from ingest.config import Settings
 from ingest.normalize import PayloadRejected, normalize
 from ingest.simulator import Simulator
@@ -256,12 +258,19 @@ async def outcomes(engine: AsyncEngine) -> dict[uuid.UUID, Any]:
         rows = await conn.execute(
             text(
                 "SELECT q.run_id, q.state, d.reason, d.body AS dead_body, p.body AS stored_body,"
+                " p.encoding,"
                 " (SELECT array_agg(DISTINCT x->>'kind') FROM jsonb_array_elements(p.drift) x)"
                 " AS kinds FROM ingest_queue q"
                 " LEFT JOIN dead_letters d USING (run_id) LEFT JOIN run_payloads p USING (run_id)"
             )
         )
-        return {r.run_id: r for r in rows}
+        return {
+            r.run_id: SimpleNamespace(
+                **r._asdict()
+                | {"stored_body": r.stored_body and archive.unpack(r.stored_body, r.encoding)}
+            )
+            for r in rows
+        }
 
 
 async def test_every_documented_odd_payload_gets_its_documented_outcome(

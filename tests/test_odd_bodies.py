@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -14,7 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ingest import jsontext
+from ingest import archive, jsontext
 from ingest.config import Settings
 from ingest.jsontext import MAX_DEPTH
 from ingest.simulator import Simulator
@@ -56,14 +57,16 @@ async def ingest_one(
             await conn.execute(
                 text(
                     "SELECT q.state, q.attempts, d.reason, d.body AS dead_body,"
-                    " d.http_status, p.body AS stored_body FROM ingest_queue q"
+                    " d.http_status, p.body AS stored_body, p.encoding FROM ingest_queue q"
                     " LEFT JOIN dead_letters d USING (run_id)"
                     " LEFT JOIN run_payloads p USING (run_id) WHERE q.run_id = :id"
                 ),
                 {"id": run_id},
             )
         ).one()
-    return row, sim.stats.total_requests - before
+    stored = row.stored_body and archive.unpack(row.stored_body, row.encoding)
+    requests = sim.stats.total_requests - before
+    return SimpleNamespace(**row._asdict() | {"stored_body": stored}), requests
 
 
 async def stored_json(engine: AsyncEngine, sql: str, run_id: uuid.UUID, expected: Any) -> str:

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ingest import archive
 from ingest.db import migrate, tables
 from ingest.normalize import (
     EventRow,
@@ -34,6 +35,7 @@ from ingest.normalize import (
     normalize,
 )
 from ingest.store import StoreStats, reprocess, store_batch
+from tests.oracle import RUN_FACTS, SESSION_FACTS, recount_facts, stored_bodies, stored_facts
 from tests.payloads import make_run_payload, make_version, run_payloads
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
@@ -62,9 +64,15 @@ async def _table(engine: AsyncEngine, table: str) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
         result = await conn.execute(text(f"SELECT * FROM {table}"))
         rows = [dict(r._mapping) for r in result]
+    # The stored figures are checked against SQL over the child rows (_assert_facts_agree).
+    derived = {"runs": RUN_FACTS, "run_sessions": SESSION_FACTS}.get(table, "")
     for row in rows:
         if table == "runs":
             row.pop("updated_at")
+        for column in filter(None, derived.split(", ")):
+            row.pop(column)
+        if table == "run_payloads":  # compared as received (test_payload_bodies_...)
+            row["body"] = archive.unpack(row["body"], row.pop("encoding"))
         for column in JSON_COLUMNS.get(table, ()):
             row[column] = _canonical(row[column])
     return _sorted(rows)
@@ -84,6 +92,13 @@ def _sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def _snapshot(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
     return {table: await _table(engine, table) for table in ALL_TABLES}
+
+
+async def _assert_facts_agree(engine: AsyncEngine) -> None:
+    """The figures stored with each run and session are what SQL computes from their rows."""
+    stored = await stored_facts(engine)
+    await recount_facts(engine)
+    assert await stored_facts(engine) == stored
 
 
 def test_row_types_name_columns_of_their_tables() -> None:
@@ -314,6 +329,7 @@ async def test_what_is_read_back_is_every_field_of_the_payload(
     for table in ALL_TABLES:
         assert stored[table] == _sorted(expected[table]), table
     assert stats == StoreStats(runs=1, rows=rows.row_count, skipped_stale=0)
+    await _assert_facts_agree(engine)
 
 
 # --- re-ingest, staleness, concurrency ------------------------------------------------------------
@@ -341,6 +357,9 @@ async def test_reingesting_with_fewer_events_and_issues_leaves_no_stale_rows(
         r["status"] for r in stored["run_issues"] if r["id"] == uuid.UUID(body["issues"][0]["id"])
     ] == ["closed"]
     assert stored["runs"][0]["status"] == "completed"
+    [facts], _ = await stored_facts(engine)
+    assert facts[1] == 12 and facts[4] == 2  # event_count, issue_count
+    await _assert_facts_agree(engine)
 
 
 async def test_a_run_deleted_by_hand_without_its_children_can_be_ingested_again(
@@ -364,7 +383,7 @@ async def test_a_run_deleted_by_hand_without_its_children_can_be_ingested_again(
     assert stored == {t: _sorted(rows) for t, rows in expected.items()}
 
 
-async def test_payload_bodies_are_stored_uncompressed_and_readable_in_sql(
+async def test_payload_bodies_are_stored_zstd_compressed_and_read_back_byte_for_byte(
     engine: AsyncEngine,
 ) -> None:
     body = make_run_payload(random.Random(17), events=30, issues=2)
@@ -377,13 +396,16 @@ async def test_payload_bodies_are_stored_uncompressed_and_readable_in_sql(
                 " WHERE attrelid = 'run_payloads'::regclass AND attname = 'body'"
             )
         )
-        stored_size, as_text = (
+        stored, stored_size, encoding = (
             await conn.execute(
-                text("SELECT pg_column_size(body), convert_from(body, 'UTF8') FROM run_payloads")
+                text("SELECT body, pg_column_size(body), encoding FROM run_payloads")
             )
         ).one()
-    assert storage == "e"  # EXTERNAL: out of line, no pglz (see docs/payload-policy.md)
-    assert stored_size == len(raw) and as_text == raw.decode()
+    assert storage == "e"  # EXTERNAL: compressed once, by the worker, not again by PostgreSQL
+    assert encoding == "zstd" and stored_size == len(stored) < len(raw) / 3
+    assert archive.unpack(stored, encoding) == raw
+    read = await archive.read(engine, uuid.UUID(body["id"]))
+    assert read is not None and read.body == raw and read.intact
 
 
 async def test_a_stale_payload_is_skipped_entirely(engine: AsyncEngine) -> None:
@@ -465,10 +487,42 @@ async def test_an_issue_follows_the_run_fetched_last(engine: AsyncEngine) -> Non
     await _store(engine, [_rows(run_a, T0 + timedelta(minutes=2))])
     [issue] = await _table(engine, "run_issues")
     assert issue["run_id"] == uuid.UUID(run_a["id"])
+    await _assert_facts_agree(engine)  # each run counts only the issues it holds
+
+
+async def test_issue_counts_follow_an_issue_that_moves(engine: AsyncEngine) -> None:
+    """runs.issue_count comes from the run's own body; an issue that moved from another run,
+    stored or in the same batch, is counted where it ended up, and nowhere else."""
+    rng = random.Random(19)
+    run_a, run_b, run_c = (make_run_payload(rng, issues=2) for _ in range(3))
+    moved = dict(run_a["issues"][0], run_id=run_b["id"])
+    run_b["issues"].append(moved)
+    await _store(engine, [_rows(run_a, T0)])
+    await _store(engine, [_rows(run_b, T0 + timedelta(minutes=1))])  # moved from a stored run
+    counts = {r["id"]: r["issue_count"] for r in await _table_facts(engine)}
+    assert counts == {uuid.UUID(run_a["id"]): 1, uuid.UUID(run_b["id"]): 3}
+    await _assert_facts_agree(engine)
+
+    # Within one batch: both list the same issue; the later fetch (C) gets it.
+    run_c["issues"].append(dict(moved, run_id=run_c["id"]))
+    await _store(
+        engine, [_rows(run_b, T0 + timedelta(minutes=2)), _rows(run_c, T0 + timedelta(minutes=3))]
+    )
+    counts = {r["id"]: r["issue_count"] for r in await _table_facts(engine)}
+    assert counts[uuid.UUID(run_b["id"])] == 2 and counts[uuid.UUID(run_c["id"])] == 3
+    await _assert_facts_agree(engine)
+
+
+async def _table_facts(engine: AsyncEngine) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        result = await conn.execute(text("SELECT id, issue_count FROM runs"))
+        return [dict(r._mapping) for r in result]
 
 
 def _refetched(rows: RunRows, fetched_at: datetime) -> RunRows:
-    return normalize(rows.payload.body, rows.run.id, fetched_at)
+    return normalize(
+        archive.unpack(rows.payload.body, rows.payload.encoding), rows.run.id, fetched_at
+    )
 
 
 async def test_eight_concurrent_writers_sharing_versions_never_deadlock(
@@ -601,17 +655,11 @@ async def test_retention_deleted_content_is_mirrored_on_refetch(engine: AsyncEng
             )
         )
         tools = await conn.scalar(text("SELECT count(*) FROM message_tool_calls"))
-        kept = await conn.scalar(
-            text(
-                "SELECT count(*) FROM run_payloads"
-                " WHERE position(:s IN convert_from(body, 'UTF8')) > 0"
-            ),
-            {"s": secret_turn},
-        )
         inters = (
             await conn.execute(text("SELECT data, data_deleted FROM event_intermediates"))
         ).all()
-    assert (leftovers, tools, kept) == (0, 0, 0)
+    kept = [b for b in (await stored_bodies(engine)).values() if secret_turn.encode() in b]
+    assert (leftovers, tools, kept) == (0, 0, [])
     assert inters == [({}, True)] * 3
 
 
@@ -623,15 +671,18 @@ async def test_reprocess_reproduces_identical_rows(engine: AsyncEngine) -> None:
     versions = [make_version(rng) for _ in range(3)]
     bodies = [make_run_payload(rng, events=6, version_pool=versions) for _ in range(7)]
     await _store(engine, [_rows(b, T0 + timedelta(seconds=i)) for i, b in enumerate(bodies)])
-    before = await _snapshot(engine)
+    before, facts = await _snapshot(engine), await stored_facts(engine)
     async with engine.begin() as conn:
         for table in ("run_events", "run_issues", "versions"):
             await conn.execute(text(f"DELETE FROM {table}"))
+        await conn.execute(text("UPDATE runs SET event_count = 0, issue_count = 0"))
 
     result = await reprocess(engine, batch_size=3)
 
     assert (result.runs, result.skipped_stale, result.refused, result.missing) == (7, 0, [], [])
     assert await _snapshot(engine) == before
+    assert await stored_facts(engine) == facts
+    await _assert_facts_agree(engine)
 
 
 async def test_reprocess_of_chosen_runs_reports_missing_and_refused(engine: AsyncEngine) -> None:
@@ -641,8 +692,8 @@ async def test_reprocess_of_chosen_runs_reports_missing_and_refused(engine: Asyn
     # Rules change: today's normalize refuses what an earlier one stored.
     async with engine.begin() as conn:
         await conn.execute(
-            text("UPDATE run_payloads SET body = :b WHERE run_id = :id"),
-            {"b": b"{broken", "id": uuid.UUID(bad["id"])},
+            text("UPDATE run_payloads SET body = :b, encoding = 'identity' WHERE run_id = :id"),
+            {"b": b"{broken", "id": uuid.UUID(bad["id"])},  # as stored before 0010: as received
         )
     before = await _snapshot(engine)
     unknown = uuid.uuid4()

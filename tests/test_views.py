@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest.config import Settings
 from ingest.db import migrate
+from tests.oracle import recount_facts
 
 UTC = dt.UTC
 
@@ -233,6 +234,7 @@ async def _rows(
 @pytest.fixture
 async def seeded(engine: AsyncEngine) -> AsyncEngine:
     await _seed(engine)
+    await recount_facts(engine)  # what a fetch stores with the rows (tests/test_facts.py)
     return engine
 
 
@@ -704,7 +706,7 @@ def _reads(nodes: list[dict[str, Any]], table: str) -> int:
     )
 
 
-async def test_bi_calls_filters_read_only_the_matching_sessions_messages(
+async def test_call_views_read_stored_figures_and_filters_only_the_matching_sessions(
     engine: AsyncEngine,
 ) -> None:
     """3,000 calls of ten turns, one every 2 hours over 250 days, in 10 use cases."""
@@ -712,9 +714,10 @@ async def test_bi_calls_filters_read_only_the_matching_sessions_messages(
         for sql in (
             "INSERT INTO use_cases (id, name, refreshed_at)"
             " SELECT md5('uc' || g)::uuid, 'use case ' || g, now() FROM generate_series(0, 9) g",
-            'INSERT INTO runs (id, use_case_id, status, "timestamp")'
+            'INSERT INTO runs (id, use_case_id, status, "timestamp", fetched_at)'
             " SELECT md5('run' || g)::uuid, md5('uc' || g % 10)::uuid, 'completed',"
-            " '2026-01-01'::timestamptz + g * interval '2 hours' FROM generate_series(1, 3000) g",
+            " '2026-01-01'::timestamptz + g * interval '2 hours', now()"
+            " FROM generate_series(1, 3000) g",
             'INSERT INTO run_sessions (run_id, seq, "timestamp", duration, sip_code)'
             ' SELECT id, 1, "timestamp", 60, NULL FROM runs',
             'INSERT INTO session_messages (run_id, session_seq, seq, role, "timestamp",'
@@ -724,41 +727,45 @@ async def test_bi_calls_filters_read_only_the_matching_sessions_messages(
             " FROM run_sessions AS s, generate_series(0, 9) AS m",
             "INSERT INTO message_tool_calls (run_id, session_seq, message_seq, seq, name)"
             " SELECT run_id, 1, 2, 0, 'find_load' FROM run_sessions",
-            "ANALYZE",
         ):
             await conn.execute(text(sql))
+    await recount_facts(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text("ANALYZE"))
+    transcripts = {"session_messages", "message_tool_calls"}
 
-    # One run: through the primary keys, its ten messages only.
+    # One run: through the primary key, and no transcript read: its figures are stored.
     nodes = await _plan(engine, f"SELECT * FROM bi_calls WHERE run_id = '{_md5_uuid('run7')}'")
-    indexes = {n.get("Index Name") for n in nodes}
-    assert {"pk_run_sessions", "pk_session_messages", "pk_message_tool_calls"} <= indexes
-    assert _reads(nodes, "session_messages") == 10
+    assert "pk_run_sessions" in {n.get("Index Name") for n in nodes}
+    assert not transcripts & {n.get("Relation Name") for n in nodes}
+    assert await _rows(
+        engine,
+        "SELECT messages, assistant_turns, tool_calls, latency_llm_p50 FROM bi_calls"
+        " WHERE run_id = :r",
+        r=_md5_uuid("run7"),
+    ) == [{"messages": 10, "assistant_turns": 5, "tool_calls": 1, "latency_llm_p50": 304.5}]
 
-    # One day (12 calls): by the session timestamp index, then 12 x 10 messages.
+    # One day (12 calls): by the session timestamp index, no table scanned whole.
     day = "\"timestamp\" >= '2026-03-01' AND \"timestamp\" < '2026-03-02'"
     nodes = await _plan(engine, f"SELECT * FROM bi_calls WHERE {day}")
     assert "ix_run_sessions_timestamp" in {n.get("Index Name") for n in nodes}
-    assert _reads(nodes, "session_messages") == 120
-    big = {"run_sessions", "session_messages", "message_tool_calls"}
+    assert _reads(nodes, "run_sessions") == 12
+    big = {"runs", "run_sessions", *transcripts}
     assert not [n for n in nodes if n.get("Relation Name") in big and n["Node Type"] == "Seq Scan"]
 
-    # One use case (300 calls): 3,000 messages, not the table's 30,000.
-    nodes = await _plan(engine, f"SELECT * FROM bi_calls WHERE use_case_id = '{_md5_uuid('uc3')}'")
-    assert _reads(nodes, "session_messages") == 3000
-    assert "Seq Scan" not in {
-        n["Node Type"] for n in nodes if n.get("Relation Name") == "session_messages"
-    }
-
-    # A connect-rate chart reads no transcript at all: the unused LATERAL joins are removed.
+    # A calls chart by use case (the dashboards page's) reads run_sessions and the names only:
+    # the use case is stored on the session, and runs is joined only for status or org.
     nodes = await _plan(
-        engine, f"SELECT count(*) FILTER (WHERE connected), count(*) FROM bi_calls WHERE {day}"
+        engine,
+        "SELECT use_case_name, count(*), count(*) FILTER (WHERE connected),"
+        " avg(time_to_first_word_s), avg(latency_llm_p95) FROM bi_calls"
+        f" WHERE {day} GROUP BY use_case_id, use_case_name",
     )
-    tables = {n.get("Relation Name") for n in nodes} - {None}
-    assert tables == {"run_sessions"}
+    assert {n.get("Relation Name") for n in nodes} - {None} == {"run_sessions", "use_cases"}
 
-    # bi_daily_runs does not read sessions (nor bi_runs when asked for no call figure).
+    # bi_daily_runs reads its rollup, no run at all (tests/test_rollup.py).
     nodes = await _plan(engine, "SELECT * FROM bi_daily_runs")
-    assert "run_sessions" not in {n.get("Relation Name") for n in nodes}
+    assert {n.get("Relation Name") for n in nodes} - {None} == {"daily_run_counts", "use_cases"}
 
 
 def _md5_uuid(s: str) -> uuid.UUID:
@@ -813,6 +820,7 @@ async def test_views_follow_reingest_of_a_run(seeded: AsyncEngine) -> None:
     async with seeded.begin() as conn:
         await conn.execute(text("DELETE FROM run_issues WHERE run_id = :r"), {"r": R1})
         await conn.execute(text("DELETE FROM run_events WHERE run_id = :r AND seq > 0"), {"r": R1})
+    await recount_facts(seeded)
     rows = await _rows(
         seeded,
         "SELECT event_count, issue_count, duration_s FROM bi_runs WHERE run_id = :r",
@@ -838,6 +846,7 @@ async def test_call_views_follow_reingest_of_a_run(seeded: AsyncEngine) -> None:
         await conn.execute(
             text("DELETE FROM session_messages WHERE run_id = :r AND seq > 1"), {"r": R1}
         )
+    await recount_facts(seeded)
     calls = await _rows(
         seeded,
         "SELECT session_seq, messages, tool_calls, latency_turn_p95 FROM bi_calls"

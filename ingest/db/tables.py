@@ -8,12 +8,15 @@ Columns keep the API's field names; enumerations are `text` so a new API value i
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Double,
     ForeignKeyConstraint,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -89,6 +92,15 @@ runs = Table(
     Column("payload_sha256", Text),
     _ts("listed_at"),
     _ts("updated_at", nullable=False, server_default=text("now()")),
+    # Figures of the run's children, computed by normalize and written with them, so that no
+    # view scans child tables to describe a run (0 and NULL until the run is fetched).
+    Column("event_count", Integer, nullable=False, server_default=text("0")),
+    _ts("first_event_at"),
+    _ts("last_event_at"),
+    Column("issue_count", Integer, nullable=False, server_default=text("0")),
+    Column("session_count", Integer, nullable=False, server_default=text("0")),
+    Column("call_duration", Double),
+    Column("any_connected", Boolean),
 )
 Index("ix_runs_use_case_id_timestamp", runs.c.use_case_id, runs.c.timestamp)
 Index("ix_runs_timestamp", runs.c.timestamp)
@@ -145,6 +157,31 @@ run_sessions = Table(
     Column("sip_code", Text),  # NULL when the call connected
     Column("sip_reason", Text),
     Column("actions", JSONB),
+    # The run's use case and version (they never change for a run), so that a calls dashboard
+    # reads this table alone; then the figures of the session's transcript, computed by
+    # normalize (see runs).
+    _uuid("use_case_id"),
+    _uuid("version_id"),
+    *(
+        Column(name, Integer, nullable=False, server_default=text("0"))
+        for name in (
+            "messages",
+            "assistant_turns",
+            "user_turns",
+            "tool_turns",
+            "event_turns",
+            "interruptions",
+            "fillers",
+            "natural_cuts",
+            "tool_calls",
+        )
+    ),
+    _ts("first_assistant_at"),
+    *(
+        Column(f"latency_{stage}_{p}", Double)
+        for stage in ("llm", "tts", "turn")
+        for p in ("p50", "p95")
+    ),
 )
 # Dashboards ask for "calls in this period" far more often than for one run's calls.
 Index("ix_run_sessions_timestamp", run_sessions.c.timestamp)
@@ -221,14 +258,16 @@ run_payloads = Table(
     metadata,
     _uuid("run_id", primary_key=True),
     # The body exactly as received (bytes, not jsonb): reprocess must see what the API sent,
-    # including what jsonb cannot hold (NUL characters, duplicate keys). STORAGE EXTERNAL (set
-    # by migration 0001; SQLAlchemy cannot say it): out of line, not compressed, because pglz
-    # cost ~2/3 of a payload write. Still readable as sent: convert_from(body, 'UTF8').
+    # including what jsonb cannot hold (NUL characters, duplicate keys). zstd-compressed by
+    # the worker (ingest.archive), so STORAGE EXTERNAL (set by migration 0001; SQLAlchemy
+    # cannot say it): PostgreSQL does not compress it again.
     Column("body", LargeBinary, nullable=False),
     Column("sha256", Text, nullable=False),
     _ts("fetched_at", nullable=False),
     # Drift notes from normalisation: unknown fields, new enumeration values, repairs made.
     Column("drift", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    # How body is stored: zstd, or identity (as received, written before 0010).
+    Column("encoding", Text, nullable=False, server_default=text("'identity'")),
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
 )
 
@@ -352,6 +391,28 @@ discovery_windows = Table(
     Column("runs_found", Integer, nullable=False),
     _ts("finished_at", nullable=False, server_default=text("now()")),
 )
+
+# bi_daily_runs, rolled up at write time: triggers on runs (migration 0011) add one row per
+# (day, use case, status, annotation) a statement changed, +1 for a run as it is now and -1 as
+# it was; ingest.rollup compacts them. Insert-only, so concurrent writers never wait on each
+# other; the view sums. The key is a plain id so that the table can be replicated (logical
+# replication needs one for the compaction's DELETE).
+daily_run_counts = Table(
+    "daily_run_counts",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("day", Date),  # UTC day of the run's timestamp
+    _uuid("use_case_id"),
+    Column("status", Text),
+    Column("annotation", Text),
+    Column("runs", BigInteger, nullable=False),
+    Column("duration_us", BigInteger, nullable=False),  # exact: no rounding left behind
+    Column("durations", BigInteger, nullable=False),
+    Column("runs_with_issues", BigInteger, nullable=False),
+    Column("issues", BigInteger, nullable=False),
+    Column("events", BigInteger, nullable=False),
+)
+Index("ix_daily_run_counts_day", daily_run_counts.c.day)
 
 ingest_batches = Table(
     "ingest_batches",

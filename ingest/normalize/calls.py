@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from ingest.normalize import facts
 from ingest.normalize.fields import (
     UUID_CACHE,
     BadField,
@@ -77,6 +78,7 @@ def session_rows(
                 tool_calls.extend(_tool_calls(calls, run_id, seq, index, n))
         except BadField as bad:
             raise prefixed(f"messages[{index}].", bad) from None
+    facts.fill_session(session, messages, tool_calls)
     return session, messages, tool_calls
 
 

@@ -54,6 +54,14 @@ class RunRow(RunHead):
 
     fetched_at: datetime
     payload_sha256: str
+    # Figures of its children, set by ingest.normalize.facts (what bi_runs shows).
+    event_count: int = 0
+    first_event_at: datetime | None = None
+    last_event_at: datetime | None = None
+    issue_count: int = 0
+    session_count: int = 0
+    call_duration: float | None = None
+    any_connected: bool | None = None  # None: no session (no call made)
 
 
 @dataclass(slots=True)
@@ -115,6 +123,25 @@ class SessionRow:
     sip_code: str | None
     sip_reason: str | None
     actions: str | None  # any JSON value, as JSON text; None is SQL NULL
+    # The run's, and figures of its transcript: set by ingest.normalize.facts (bi_calls).
+    use_case_id: uuid.UUID | None = None
+    version_id: uuid.UUID | None = None
+    messages: int = 0
+    assistant_turns: int = 0
+    user_turns: int = 0
+    tool_turns: int = 0
+    event_turns: int = 0
+    interruptions: int = 0
+    fillers: int = 0
+    natural_cuts: int = 0
+    tool_calls: int = 0
+    first_assistant_at: datetime | None = None
+    latency_llm_p50: float | None = None
+    latency_llm_p95: float | None = None
+    latency_tts_p50: float | None = None
+    latency_tts_p95: float | None = None
+    latency_turn_p50: float | None = None
+    latency_turn_p95: float | None = None
 
 
 @dataclass(slots=True)
@@ -181,10 +208,11 @@ class IssueRow:
 @dataclass(slots=True)
 class PayloadRow:
     run_id: uuid.UUID
-    body: bytes
-    sha256: str
+    body: bytes  # as stored: ingest.archive.unpack(body, encoding) is the raw body
+    sha256: str  # of the raw body
     fetched_at: datetime
     drift: str  # the run's drift notes as a JSON array of {"kind", "detail"}
+    encoding: str
 
 
 @dataclass(slots=True)

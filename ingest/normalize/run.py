@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from ingest import jsontext
+from ingest import archive, jsontext
+from ingest.normalize import facts
 from ingest.normalize.calls import session_event_fields, session_rows
 from ingest.normalize.fields import (
     UUID_CACHE,
@@ -295,14 +296,16 @@ def _rows(
     for seq, event_doc in enumerate(_array(doc, "events")):
         children.add_event(event_doc, run_id, run_text, seq, notes)
     issues = _issues(doc, run_id, run_text, notes)
+    facts.fill_run(run, children.events, children.sessions, issues)
     drift = notes.notes
     drift_json = orjson.dumps([{"kind": note.kind, "detail": note.detail} for note in drift])
     payload = PayloadRow(
         run_id=run_id,
-        body=bytes(body),
+        body=archive.pack(body),
         sha256=sha,
         fetched_at=fetched_at,
         drift=drift_json.decode(),
+        encoding=archive.ZSTD,
     )
     return RunRows(
         run=run,

@@ -1,0 +1,191 @@
+"""bi_daily_runs, rolled up at write time (migration 0011), against what it computed before from
+every run (0004's definition over bi_runs): after fetches, re-fetches, listings, hand edits and
+deletes, under concurrent writers and compactions."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest import rollup
+from ingest.db.driver import driver_connection
+from ingest.discovery.listing import ListedRun
+from ingest.discovery.state import store_listed
+from ingest.normalize import normalize
+from ingest.store import store_batch
+from tests.helpers import scalar
+from tests.oracle import _revision
+from tests.payloads import make_run_payload, make_version
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+DAYS = [datetime(2026, 2, d, 23, 30, tzinfo=UTC) for d in (25, 26, 27)]
+FIGURES = ("runs", "runs_with_issues", "issues", "events")
+
+
+def _oracle() -> str:
+    """bi_daily_runs as 0004 defined it: grouping every run of bi_runs on each query."""
+    sql: str = _revision("0004").BI_DAILY_RUNS
+    return sql.split(" AS\n", 1)[1]
+
+
+async def _daily(engine: AsyncEngine, sql: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in await conn.execute(text(sql))]
+    key = ("day", "use_case_id", "status", "annotation")
+    return {tuple(r[k] for k in key): r for r in rows}
+
+
+async def assert_daily_agrees(engine: AsyncEngine) -> None:
+    rolled = await _daily(engine, "SELECT * FROM bi_daily_runs")
+    computed = await _daily(engine, _oracle())
+    assert rolled.keys() == computed.keys()
+    for key, row in computed.items():
+        got = rolled[key]
+        assert {f: got[f] for f in FIGURES} == {f: row[f] for f in FIGURES}, key
+        assert got["use_case_name"] == row["use_case_name"]
+        if row["avg_duration_s"] is None:
+            assert got["avg_duration_s"] is None
+        else:
+            assert got["avg_duration_s"] == pytest.approx(row["avg_duration_s"], rel=1e-12)
+
+
+def _body(rng: random.Random, versions: list[dict[str, Any]]) -> dict[str, Any]:
+    body = make_run_payload(
+        rng,
+        events=rng.randrange(0, 6),
+        issues=rng.randrange(0, 3),
+        version_pool=versions,
+        status=rng.choice(["completed", "failed", "running"]),
+        messages=3,
+    )
+    body["timestamp"] = (rng.choice(DAYS) + timedelta(minutes=rng.randrange(60))).isoformat()
+    return body
+
+
+async def _store(engine: AsyncEngine, bodies: list[dict[str, Any]], at: datetime) -> None:
+    rows = [normalize(orjson.dumps(b), uuid.UUID(b["id"]), at) for b in bodies]
+    async with engine.begin() as conn:
+        await store_batch(conn, rows)
+
+
+async def _compact(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await rollup.compact(await driver_connection(conn))
+
+
+async def test_daily_counts_follow_every_writer_of_runs(engine: AsyncEngine) -> None:
+    rng = random.Random(21)
+    versions = [make_version(rng) for _ in range(3)]
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO use_cases (id, name, refreshed_at) VALUES (:u, 'named', now())"),
+            {"u": uuid.UUID(versions[0]["use_case_id"])},
+        )
+    bodies = [_body(rng, versions) for _ in range(40)]
+
+    # Listed by discovery first (no figures yet), for half of them.
+    listed = [
+        ListedRun(
+            id=uuid.UUID(b["id"]),
+            org_id=None,
+            use_case_id=uuid.UUID(b["use_case_id"]),
+            version_id=None,
+            status="running",
+            annotation=None,
+            timestamp=datetime.fromisoformat(b["timestamp"]),
+            completed_at=None,
+            data='{"load": 1}',
+        )
+        for b in bodies[:20]
+    ]
+    async with engine.begin() as conn:
+        await store_listed(conn, listed)
+    await assert_daily_agrees(engine)
+
+    await _store(engine, bodies[:25], T0)
+    await _store(engine, bodies[25:], T0)
+    await assert_daily_agrees(engine)
+
+    # Re-fetched: other status, annotation, fewer events and issues; some stale (ignored).
+    for b in bodies[::3]:
+        b.update(status="completed", annotation="incorrect", events=b["events"][:1], issues=[])
+    await _store(engine, bodies[::3], T0 + timedelta(minutes=5))
+    await _store(engine, bodies[1::3], T0 - timedelta(minutes=5))
+    # Listed again (change capture): an unchanged relisting adds no row at all.
+    rows_before = await scalar(engine, "SELECT count(*) FROM daily_run_counts")
+    async with engine.begin() as conn:
+        await store_listed(conn, listed, known_only=True)
+    assert await scalar(engine, "SELECT count(*) FROM daily_run_counts") == rows_before
+    await assert_daily_agrees(engine)
+
+    # By hand: an annotation changed, runs deleted (their children are gone or not).
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE runs SET annotation = 'critical' WHERE status = 'failed'"))
+        await conn.execute(
+            text("DELETE FROM runs WHERE id = ANY(:ids)"),
+            {"ids": [uuid.UUID(b["id"]) for b in bodies[:7]]},
+        )
+    await assert_daily_agrees(engine)
+
+    groups = len(await _daily(engine, _oracle()))
+    await _compact(engine)
+    assert await scalar(engine, "SELECT count(*) FROM daily_run_counts") == groups
+    await assert_daily_agrees(engine)
+
+    async with engine.begin() as conn:
+        await conn.execute(text("TRUNCATE runs CASCADE"))
+    assert await scalar(engine, "SELECT count(*) FROM bi_daily_runs") == 0
+    await assert_daily_agrees(engine)
+
+
+async def test_compactions_running_beside_writers_lose_and_double_nothing(
+    engine: AsyncEngine,
+) -> None:
+    rng = random.Random(22)
+    versions = [make_version(rng) for _ in range(4)]
+    batches = [[_body(rng, versions) for _ in range(15)] for _ in range(12)]
+
+    async def write(batch: list[dict[str, Any]], n: int) -> None:
+        await _store(engine, batch, T0 + timedelta(seconds=n))
+        for b in batch[:5]:  # and again, changed
+            b.update(status="failed", issues=[])
+        await _store(engine, batch[:5], T0 + timedelta(seconds=n, milliseconds=1))
+
+    async def compact_often() -> None:
+        for _ in range(15):
+            await _compact(engine)
+            await asyncio.sleep(0.005)
+
+    await asyncio.gather(
+        *(write(b, n) for n, b in enumerate(batches)), compact_often(), compact_often()
+    )
+    await assert_daily_agrees(engine)
+    await _compact(engine)
+    await assert_daily_agrees(engine)
+    assert await scalar(engine, "SELECT count(*) FROM daily_run_counts") == len(
+        await _daily(engine, _oracle())
+    )
+
+
+async def test_a_dashboard_filter_reads_only_its_days(engine: AsyncEngine) -> None:
+    rng = random.Random(23)
+    versions = [make_version(rng)]
+    await _store(engine, [_body(rng, versions) for _ in range(30)], T0)
+    await _compact(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text("SET enable_seqscan = off"))  # a tiny table: ask for the index
+        plan = await conn.scalar(
+            text(
+                "EXPLAIN (FORMAT JSON) SELECT * FROM bi_daily_runs"
+                " WHERE day >= '2026-02-26' AND day < '2026-02-27'"
+            )
+        )
+    assert "ix_daily_run_counts_day" in str(plan) and '"runs"' not in str(plan)
