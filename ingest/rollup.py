@@ -1,6 +1,8 @@
-"""daily_run_counts, the rows bi_daily_runs sums: compacted to one row per group.
+"""The daily counts the bi_daily_* views sum (daily_run_counts, daily_call_counts,
+daily_tool_counts, daily_issue_counts): compacted to one row per group.
 
-Triggers on `runs` (migration 0011) add a few rows per statement that writes runs; left alone,
+Triggers (migrations 0011, 0012) add a few rows per statement that writes runs, sessions or
+issues; left alone,
 the table would grow by thousands of rows a day and the view would slow down with it. A
 compaction replaces the rows it sees by their sums, in one statement: rows added meanwhile by
 other transactions are not in its snapshot and stay as they are, so nothing is counted twice
@@ -9,18 +11,33 @@ or lost, and no lock is taken that a writer would wait on. Any number of process
 
 from __future__ import annotations
 
+from ingest.db import tables
 from ingest.db.driver import Db
 
-_KEY = "day, use_case_id, status, annotation"
-_FIGURES = ("runs", "duration_us", "durations", "runs_with_issues", "issues", "events")
+# Each rollup table (ingest.db.tables) by its key columns; the rest but `id` are its sums.
+KEYS = {
+    "daily_run_counts": ("day", "use_case_id", "status", "annotation"),
+    "daily_call_counts": ("day", "use_case_id", "version_id"),
+    "daily_tool_counts": ("day", "use_case_id", "tool_name"),
+    "daily_issue_counts": ("day", "use_case_id", "version_id", "status"),
+}
 
-COMPACT = f"""
-WITH gone AS (DELETE FROM daily_run_counts RETURNING *)
-INSERT INTO daily_run_counts ({_KEY}, {", ".join(_FIGURES)})
-SELECT {_KEY}, {", ".join(f"sum({f})" for f in _FIGURES)} FROM gone
-GROUP BY {_KEY}
-HAVING {" OR ".join(f"sum({f}) <> 0" for f in _FIGURES)}
+
+def _compact(table: str) -> str:
+    keys = ", ".join(KEYS[table])
+    figures = [
+        c.name for c in tables.metadata.tables[table].c if c.name not in ("id", *KEYS[table])
+    ]
+    return f"""
+WITH gone AS (DELETE FROM {table} RETURNING *)
+INSERT INTO {table} ({keys}, {", ".join(figures)})
+SELECT {keys}, {", ".join(f"sum({f})" for f in figures)} FROM gone
+GROUP BY {keys}
+HAVING {" OR ".join(f"sum({f}) <> 0" for f in figures)}
 """
+
+
+COMPACT = {table: _compact(table) for table in KEYS}
 
 # Often enough that the table stays at a few thousand rows during a backfill; a compaction of
 # that many takes a few ms.
@@ -28,6 +45,9 @@ EVERY_S = 60.0
 
 
 async def compact(db: Db) -> int:
-    """Compact daily_run_counts (in the caller's transaction); returns the rows it left."""
-    status = await db.execute(COMPACT)
-    return int(status.split()[-1])
+    """Compact every rollup (in the caller's transaction); returns the rows they hold."""
+    left = 0
+    for statement in COMPACT.values():
+        status = await db.execute(statement)
+        left += int(status.split()[-1])
+    return left

@@ -168,8 +168,10 @@ RUN_FACTS = (
 SESSION_FACTS = (
     "use_case_id, version_id, messages, assistant_turns, user_turns, tool_turns, event_turns,"
     " interruptions, fillers, natural_cuts, tool_calls, first_assistant_at, latency_llm_p50,"
-    " latency_llm_p95, latency_tts_p50, latency_tts_p95, latency_turn_p50, latency_turn_p95"
+    " latency_llm_p95, latency_tts_p50, latency_tts_p95, latency_turn_p50, latency_turn_p95,"
+    " tools"
 )
+ISSUE_FACTS = "counted_use_case_id, counted_version_id"
 
 
 def _revision(name: str) -> Any:
@@ -191,13 +193,17 @@ async def recount_facts(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.exec_driver_sql(v0009._fill_sessions(v0004))
         await conn.exec_driver_sql(v0009._fill_runs(v0004))
+        await conn.exec_driver_sql("UPDATE run_sessions SET tools = '[]'")
+        for sql in _revision("0012")._FILL:
+            await conn.exec_driver_sql(sql)
 
 
-async def stored_facts(engine: AsyncEngine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Every run's and session's stored figures, in key order."""
+async def stored_facts(engine: AsyncEngine) -> tuple[list[tuple[Any, ...]], ...]:
+    """Every run's, session's and issue's stored figures, in key order."""
     async with engine.connect() as conn:
         runs = await conn.execute(text(f"SELECT id, {RUN_FACTS} FROM runs ORDER BY id"))
         sessions = await conn.execute(
             text(f"SELECT run_id, seq, {SESSION_FACTS} FROM run_sessions ORDER BY run_id, seq")
         )
-        return [tuple(r) for r in runs], [tuple(s) for s in sessions]
+        issues = await conn.execute(text(f"SELECT id, {ISSUE_FACTS} FROM run_issues ORDER BY id"))
+        return [tuple(r) for r in runs], [tuple(s) for s in sessions], [tuple(i) for i in issues]

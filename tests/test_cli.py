@@ -110,5 +110,5 @@ async def test_demo_ends_with_every_table_counted_and_a_calls_dashboard(
     assert all(counts.values()), counts
     for table, count in counts.items():
         assert f"  {table:<22}{count:>10,}" in out
-    assert "FROM bi_calls" in out and "connected_pct" in out
+    assert "FROM bi_daily_calls" in out and "connected_pct" in out
     assert names and all(name in out for name in names)

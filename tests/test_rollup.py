@@ -36,25 +36,100 @@ def _oracle() -> str:
     return sql.split(" AS\n", 1)[1]
 
 
-async def _daily(engine: AsyncEngine, sql: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+# Each rollup view, and the same figures computed from every row on each query.
+CALLS = """
+SELECT ("timestamp" AT TIME ZONE 'UTC')::date AS day, use_case_id, version_id,
+    count(*) AS calls, count(*) FILTER (WHERE connected) AS connected,
+    sum(duration) AS duration_s, count(duration) AS durations,
+    sum(duration) FILTER (WHERE connected) AS talk_s,
+    count(duration) FILTER (WHERE connected) AS talks,
+    sum(time_to_first_word_s) AS first_word_s, count(time_to_first_word_s) AS first_words,
+    sum(latency_llm_p95) AS latency_llm_p95_ms, count(latency_llm_p95) AS latency_llm_p95s,
+    sum(latency_turn_p95) AS latency_turn_p95_ms, count(latency_turn_p95) AS latency_turn_p95s,
+    sum(messages) AS messages, sum(tool_calls) AS tool_calls,
+    sum(interruptions) AS interruptions
+FROM bi_calls GROUP BY 1, 2, 3
+"""
+TOOLS = """
+SELECT (session_timestamp AT TIME ZONE 'UTC')::date AS day, use_case_id, tool_name,
+    count(*) AS tool_calls, count(DISTINCT (run_id, session_seq)) AS calls_using_it
+FROM bi_tool_calls GROUP BY 1, 2, 3
+"""
+ISSUES = """
+SELECT (created_at AT TIME ZONE 'UTC')::date AS day, use_case_id, version_id, status,
+    count(*) AS issues, sum(time_to_close_s) AS time_to_close_s,
+    count(time_to_close_s) AS time_to_close_n
+FROM bi_issues GROUP BY 1, 2, 3, 4
+"""
+ROLLUPS = [
+    # view, oracle, key, figures compared exactly, sums of doubles compared to 1e-9
+    (
+        "bi_daily_runs",
+        None,
+        ("day", "use_case_id", "status", "annotation"),
+        FIGURES,
+        ("avg_duration_s",),
+    ),
+    (
+        "bi_daily_calls",
+        CALLS,
+        ("day", "use_case_id", "version_id"),
+        (
+            "calls",
+            "connected",
+            "durations",
+            "talks",
+            "first_words",
+            "latency_llm_p95s",
+            "latency_turn_p95s",
+            "messages",
+            "tool_calls",
+            "interruptions",
+        ),
+        ("duration_s", "talk_s", "first_word_s", "latency_llm_p95_ms", "latency_turn_p95_ms"),
+    ),
+    (
+        "bi_daily_tool_calls",
+        TOOLS,
+        ("day", "use_case_id", "tool_name"),
+        ("tool_calls", "calls_using_it"),
+        (),
+    ),
+    (
+        "bi_daily_issues",
+        ISSUES,
+        ("day", "use_case_id", "version_id", "status"),
+        ("issues", "time_to_close_n"),
+        ("time_to_close_s",),
+    ),
+]
+
+
+async def _grouped(engine: AsyncEngine, sql: str, key: tuple[str, ...]) -> dict[Any, Any]:
     async with engine.connect() as conn:
         rows = [dict(r._mapping) for r in await conn.execute(text(sql))]
-    key = ("day", "use_case_id", "status", "annotation")
     return {tuple(r[k] for k in key): r for r in rows}
 
 
+async def _daily(engine: AsyncEngine, sql: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return await _grouped(engine, sql, ROLLUPS[0][2])
+
+
 async def assert_daily_agrees(engine: AsyncEngine) -> None:
-    rolled = await _daily(engine, "SELECT * FROM bi_daily_runs")
-    computed = await _daily(engine, _oracle())
-    assert rolled.keys() == computed.keys()
-    for key, row in computed.items():
-        got = rolled[key]
-        assert {f: got[f] for f in FIGURES} == {f: row[f] for f in FIGURES}, key
-        assert got["use_case_name"] == row["use_case_name"]
-        if row["avg_duration_s"] is None:
-            assert got["avg_duration_s"] is None
-        else:
-            assert got["avg_duration_s"] == pytest.approx(row["avg_duration_s"], rel=1e-12)
+    for view, oracle, key, exact, approx in ROLLUPS:
+        rolled = await _grouped(engine, f"SELECT * FROM {view}", key)
+        computed = await _grouped(engine, oracle or _oracle(), key)
+        assert rolled.keys() == computed.keys(), view
+        for k, row in computed.items():
+            got = rolled[k]
+            assert {f: got[f] for f in exact} == {f: row[f] for f in exact}, (view, k)
+            for f in approx:
+                if row[f] is None:
+                    assert got[f] in (None, 0), (view, k, f)
+                else:
+                    assert got[f] == pytest.approx(row[f], rel=1e-9), (view, k, f)
+            if "use_case_name" in row:
+                assert got["use_case_name"] == row["use_case_name"]
 
 
 def _body(rng: random.Random, versions: list[dict[str, Any]]) -> dict[str, Any]:

@@ -35,7 +35,14 @@ from ingest.normalize import (
     normalize,
 )
 from ingest.store import StoreStats, reprocess, store_batch
-from tests.oracle import RUN_FACTS, SESSION_FACTS, recount_facts, stored_bodies, stored_facts
+from tests.oracle import (
+    ISSUE_FACTS,
+    RUN_FACTS,
+    SESSION_FACTS,
+    recount_facts,
+    stored_bodies,
+    stored_facts,
+)
 from tests.payloads import make_run_payload, make_version, run_payloads
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
@@ -65,7 +72,8 @@ async def _table(engine: AsyncEngine, table: str) -> list[dict[str, Any]]:
         result = await conn.execute(text(f"SELECT * FROM {table}"))
         rows = [dict(r._mapping) for r in result]
     # The stored figures are checked against SQL over the child rows (_assert_facts_agree).
-    derived = {"runs": RUN_FACTS, "run_sessions": SESSION_FACTS}.get(table, "")
+    derived = {"runs": RUN_FACTS, "run_sessions": SESSION_FACTS, "run_issues": ISSUE_FACTS}
+    derived = derived.get(table, "")
     for row in rows:
         if table == "runs":
             row.pop("updated_at")
@@ -357,7 +365,7 @@ async def test_reingesting_with_fewer_events_and_issues_leaves_no_stale_rows(
         r["status"] for r in stored["run_issues"] if r["id"] == uuid.UUID(body["issues"][0]["id"])
     ] == ["closed"]
     assert stored["runs"][0]["status"] == "completed"
-    [facts], _ = await stored_facts(engine)
+    [facts], _, _ = await stored_facts(engine)
     assert facts[1] == 12 and facts[4] == 2  # event_count, issue_count
     await _assert_facts_agree(engine)
 

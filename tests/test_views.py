@@ -871,7 +871,17 @@ async def test_views_live_in_the_configured_schema_and_downgrade_drops_them(
         " WHERE table_schema = :s ORDER BY table_name"
     )
     # bi_run_data too: db upgrade makes it after the migrations (ingest.db.run_data).
-    names = ["bi_calls", "bi_daily_runs", "bi_issues", "bi_run_data", "bi_runs", "bi_tool_calls"]
+    names = [
+        "bi_calls",
+        "bi_daily_calls",
+        "bi_daily_issues",
+        "bi_daily_runs",
+        "bi_daily_tool_calls",
+        "bi_issues",
+        "bi_run_data",
+        "bi_runs",
+        "bi_tool_calls",
+    ]
     assert [r["table_name"] for r in await _rows(engine, sql, s=settings.db_schema)] == names
     await migrate.downgrade(engine, "0001")
     assert await _rows(engine, sql, s=settings.db_schema) == []
@@ -891,7 +901,7 @@ def _dashboard_page_queries() -> list[str]:
 async def test_dashboard_page_queries_run_and_give_the_known_figures(
     seeded: AsyncEngine,
 ) -> None:
-    daily, per_version, _, _ = _dashboard_page_queries()
+    daily, per_version, _, _, _ = _dashboard_page_queries()
     assert await _rows(seeded, daily) == [
         {
             "day": dt.date(2026, 3, 1),
@@ -917,14 +927,14 @@ async def test_dashboard_page_queries_run_and_give_the_known_figures(
             "version_number": 4,
             "open_issues": 0,
             "settled_issues": 1,
-            "median_hours_to_settle": Decimal("0.02"),
+            "mean_hours_to_settle": Decimal("0.02"),
         },
         {
             "version_name": "Carrier sales",
             "version_number": 3,
             "open_issues": 1,
             "settled_issues": 2,
-            "median_hours_to_settle": Decimal("13.25"),
+            "mean_hours_to_settle": Decimal("13.25"),
         },
     ]
 
@@ -932,17 +942,32 @@ async def test_dashboard_page_queries_run_and_give_the_known_figures(
 async def test_the_call_dashboard_queries_run_and_give_the_known_figures(
     seeded: AsyncEngine,
 ) -> None:
-    _, _, per_day, tools = _dashboard_page_queries()
-    # R1's two calls and R2's busy one (23:30 UTC: still March 1st). First words after 1.5 s
-    # and 2 s; the calls' LLM p95: 490 and 250 ms (the busy call has none).
+    _, _, per_day, medians, tools = _dashboard_page_queries()
+    # R1's two calls and R2's busy one (23:30 UTC: still March 1st), from the daily counts.
+    # Talk: 95.5 s and 30 s connected; first words after 1.5 s and 2 s; the calls' LLM p95:
+    # 490 and 250 ms (the busy call has none).
     assert await _rows(seeded, per_day) == [
         {
             "day": dt.date(2026, 3, 1),
             "use_case_name": "Inbound carrier sales",
             "calls": 3,
             "pct_connected": Decimal("66.7"),
+            "mean_talk_s": Decimal("63"),
+            "mean_first_word_s": Decimal("1.75"),
+            "mean_call_llm_p95_ms": Decimal("370"),
+        }
+    ]
+    # The medians, from the calls of the week (that week moved to March 2026 here). The calls'
+    # turn p95: 788 ms (turns of 280, 420, 720, 800 ms) and 340 ms; their p95: 765.6.
+    week = medians.replace("now() - interval '7 days'", "'2026-02-24'")
+    assert week != medians
+    assert await _rows(seeded, week) == [
+        {
+            "use_case_name": "Inbound carrier sales",
+            "calls": 3,
             "median_first_word_s": Decimal("1.75"),
             "typical_call_llm_p95_ms": Decimal("370"),
+            "slow_call_turn_p95_ms": Decimal("766"),
         }
     ]
     assert await _rows(seeded, tools) == [

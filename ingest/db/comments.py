@@ -9,6 +9,25 @@ from sqlalchemy import MetaData
 _UUID_RUN = "The run (runs.id)."
 _SEQ_EVENT = "Position of the session event in the run's events (run_events.seq)."
 
+# (column, comment) of daily_call_counts' figures: sums, so that days and groups add up.
+_CALL_FIGURES = (
+    ("calls", "Calls added (negative: taken away)."),
+    ("connected", "Of them connected."),
+    ("duration_s", "Sum of their durations, as sent (seconds in practice)."),
+    ("durations", "How many have a duration."),
+    ("talk_s", "Sum of the durations of the connected ones."),
+    ("talks", "How many connected ones have a duration."),
+    ("first_word_s", "Sum of their times to first word, seconds."),
+    ("first_words", "How many have one."),
+    ("latency_llm_p95_ms", "Sum of their LLM latency p95s, ms."),
+    ("latency_llm_p95s", "How many have one."),
+    ("latency_turn_p95_ms", "Sum of their turn latency p95s, ms."),
+    ("latency_turn_p95s", "How many have one."),
+    ("messages", "Sum of their turns."),
+    ("tool_calls", "Sum of their tool calls."),
+    ("interruptions", "Sum of their interruptions."),
+)
+
 TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "runs": (
         "One row per HappyRobot run (a workflow execution): what the last fetch of GET /runs/{id}"
@@ -120,6 +139,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "latency_tts_p95": "95th percentile text-to-speech latency (ms as sent).",
             "latency_turn_p50": "Median whole wait of a turn: the sum of its latency stages (ms).",
             "latency_turn_p95": "95th percentile whole wait of a turn (ms).",
+            "tools": "Its tool calls by tool name: a JSON array of [name, calls].",
         },
     ),
     "session_messages": (
@@ -183,6 +203,9 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "correction": "The correct text or behaviour, as the reviewer wrote it.",
             "correction_reason": "Why the correction was made.",
             "northstar_id": "Northstar reference, if any.",
+            "counted_use_case_id": "Use case dashboards count it under: its own, else its run's.",
+            "counted_version_id": "Version dashboards count it under: run_version_id, else its"
+            " run's.",
         },
     ),
     "run_payloads": (
@@ -276,6 +299,43 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "runs_with_issues": "How many have an issue.",
             "issues": "Their issues.",
             "events": "Their events.",
+        },
+    ),
+    "daily_call_counts": (
+        "What bi_daily_calls sums: changes to run_sessions per UTC day, use case and version,"
+        " written by triggers and compacted by the worker. Read bi_daily_calls instead.",
+        {
+            "id": "Row id.",
+            "day": "UTC day of the calls' timestamp.",
+            "use_case_id": "Use case (use_cases.id).",
+            "version_id": "Version (versions.id).",
+            **{name: text for name, text in _CALL_FIGURES},
+        },
+    ),
+    "daily_tool_counts": (
+        "What bi_daily_tool_calls sums: the agent's tool calls per UTC day of their call, use"
+        " case and tool, written by triggers on run_sessions. Read bi_daily_tool_calls instead.",
+        {
+            "id": "Row id.",
+            "day": "UTC day of the calls' timestamp.",
+            "use_case_id": "Use case (use_cases.id).",
+            "tool_name": "Tool (function) name.",
+            "tool_calls": "Times it was called.",
+            "calls_using_it": "Calls (sessions) that called it.",
+        },
+    ),
+    "daily_issue_counts": (
+        "What bi_daily_issues sums: changes to run_issues per UTC day created, use case,"
+        " version and status, written by triggers. Read bi_daily_issues instead.",
+        {
+            "id": "Row id.",
+            "day": "UTC day the issues were created.",
+            "use_case_id": "Use case they are counted under (run_issues.counted_use_case_id).",
+            "version_id": "Version they are counted under (run_issues.counted_version_id).",
+            "status": "Issue status.",
+            "issues": "Issues added (negative: taken away).",
+            "time_to_close_s": "Sum of created_at to updated_at of the settled ones, seconds.",
+            "time_to_close_n": "How many settled ones have both times.",
         },
     ),
     "ingest_batches": (

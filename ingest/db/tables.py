@@ -7,6 +7,8 @@ Columns keep the API's field names; enumerations are `text` so a new API value i
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -21,12 +23,14 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     SmallInteger,
     Table,
     Text,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.types import TypeEngine
 
 from ingest.db import comments
 
@@ -182,6 +186,8 @@ run_sessions = Table(
         for stage in ("llm", "tts", "turn")
         for p in ("p50", "p95")
     ),
+    # [[tool name, calls], ...]: what daily_tool_counts counts without reading tool calls.
+    Column("tools", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
 )
 # Dashboards ask for "calls in this period" far more often than for one run's calls.
 Index("ix_run_sessions_timestamp", run_sessions.c.timestamp)
@@ -248,6 +254,9 @@ run_issues = Table(
     Column("correction", Text),
     Column("correction_reason", Text),
     _uuid("northstar_id"),
+    # Facts (normalize): the use case and version dashboards count it under.
+    _uuid("counted_use_case_id"),
+    _uuid("counted_version_id"),
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
 )
 Index("ix_run_issues_run_id", run_issues.c.run_id)
@@ -413,6 +422,55 @@ daily_run_counts = Table(
     Column("events", BigInteger, nullable=False),
 )
 Index("ix_daily_run_counts_day", daily_run_counts.c.day)
+
+
+def _counts(
+    name: str, keys: list[Column[object]], figures: dict[str, type[TypeEngine[Any]]]
+) -> Table:
+    """A rollup like daily_run_counts, of other rows (migration 0012): sums are numeric where
+    the summed values are doubles, so that adding and taking away leaves nothing behind."""
+    table = Table(
+        name,
+        metadata,
+        Column("id", BigInteger, Identity(always=True), primary_key=True),
+        *keys,
+        *(Column(f, t, nullable=False) for f, t in figures.items()),
+    )
+    Index(f"ix_{name}_day", table.c.day)
+    return table
+
+
+daily_call_counts = _counts(
+    "daily_call_counts",
+    [Column("day", Date), _uuid("use_case_id"), _uuid("version_id")],
+    {
+        "calls": BigInteger,
+        "connected": BigInteger,
+        "duration_s": Numeric,
+        "durations": BigInteger,
+        "talk_s": Numeric,
+        "talks": BigInteger,
+        "first_word_s": Numeric,
+        "first_words": BigInteger,
+        "latency_llm_p95_ms": Numeric,
+        "latency_llm_p95s": BigInteger,
+        "latency_turn_p95_ms": Numeric,
+        "latency_turn_p95s": BigInteger,
+        "messages": BigInteger,
+        "tool_calls": BigInteger,
+        "interruptions": BigInteger,
+    },
+)
+daily_tool_counts = _counts(
+    "daily_tool_counts",
+    [Column("day", Date), _uuid("use_case_id"), Column("tool_name", Text)],
+    {"tool_calls": BigInteger, "calls_using_it": BigInteger},
+)
+daily_issue_counts = _counts(
+    "daily_issue_counts",
+    [Column("day", Date), _uuid("use_case_id"), _uuid("version_id"), Column("status", Text)],
+    {"issues": BigInteger, "time_to_close_s": Numeric, "time_to_close_n": BigInteger},
+)
 
 ingest_batches = Table(
     "ingest_batches",

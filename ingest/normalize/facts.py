@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
+
+import orjson
 
 from ingest.normalize.rows import EventRow, IssueRow, MessageRow, RunRow, SessionRow, ToolCallRow
 
@@ -80,6 +83,10 @@ def fill_session(
     session.fillers = sum(m.is_filler is True for m in messages)
     session.natural_cuts = sum(m.is_natural_cut is True for m in messages)
     session.tool_calls = len(tool_calls)
+    by_name = Counter(call.name for call in tool_calls)
+    session.tools = orjson.dumps(
+        sorted(by_name.items(), key=lambda item: (item[0] is not None, item[0] or ""))
+    ).decode()
     spoken = [m.timestamp for m in messages if m.role == "assistant" and m.timestamp is not None]
     session.first_assistant_at = min(spoken) if spoken else None
     llm = [m.latency_llm for m in messages if m.latency_llm is not None]
@@ -96,8 +103,9 @@ def fill_run(
     sessions: Sequence[SessionRow],
     issues: Sequence[IssueRow],
 ) -> None:
-    """Set a run's figures from its events, sessions and issues. Its calls carry the run's use
-    case and version, so a calls dashboard reads run_sessions without joining runs."""
+    """Set a run's figures from its events, sessions and issues. Its calls and issues carry
+    the run's use case and version, so that their dashboards and daily counts need no join to
+    runs (which a cascaded delete has already emptied when their counts are taken)."""
     times = [e.timestamp for e in events if e.timestamp is not None]
     run.event_count = len(events)
     run.first_event_at = min(times) if times else None
@@ -110,3 +118,6 @@ def fill_run(
     for session in sessions:
         session.use_case_id = run.use_case_id
         session.version_id = run.version_id
+    for issue in issues:
+        issue.counted_use_case_id = issue.use_case_id or run.use_case_id
+        issue.counted_version_id = issue.run_version_id or run.version_id

@@ -142,6 +142,7 @@ class SessionRow:
     latency_tts_p95: float | None = None
     latency_turn_p50: float | None = None
     latency_turn_p95: float | None = None
+    tools: str = "[]"  # JSON [[name, calls], ...] of its tool calls, by name (null sorts first)
 
 
 @dataclass(slots=True)
@@ -203,6 +204,9 @@ class IssueRow:
     correction: str | None
     correction_reason: str | None
     northstar_id: uuid.UUID | None
+    # What dashboards count it under: its own use case and version, else its run's (facts).
+    counted_use_case_id: uuid.UUID | None = None
+    counted_version_id: uuid.UUID | None = None
 
 
 @dataclass(slots=True)

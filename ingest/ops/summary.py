@@ -30,13 +30,13 @@ TABLES = (
 # What a voice-agent dashboard opens with: per use case, how many calls connected, how long
 # they talked, how soon the agent spoke, how slow its LLM was at the 95th percentile.
 EXAMPLE_QUERY = """\
-SELECT use_case_name, count(*) AS calls,
-       round(100.0 * avg(connected::int), 1) AS connected_pct,
-       round(avg(duration) FILTER (WHERE connected))::int AS avg_talk_s,
-       round(avg(time_to_first_word_s)::numeric, 2) AS first_word_s,
-       round(avg(latency_llm_p95))::int AS llm_p95_ms,
+SELECT use_case_name, sum(calls) AS calls,
+       round(100.0 * sum(connected) / sum(calls), 1) AS connected_pct,
+       round(sum(talk_s) / nullif(sum(talks), 0))::int AS avg_talk_s,
+       round((sum(first_word_s) / nullif(sum(first_words), 0))::numeric, 2) AS first_word_s,
+       round(sum(latency_llm_p95_ms) / nullif(sum(latency_llm_p95s), 0))::int AS llm_p95_ms,
        sum(tool_calls) AS tool_calls
-FROM bi_calls
+FROM bi_daily_calls
 GROUP BY use_case_name
 ORDER BY calls DESC"""
 

@@ -492,11 +492,15 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _all(statements: list[str]) -> None:
+    """One round trip for all of them (a DO block), not one per comment: this migration runs
+    for every test schema."""
+    op.execute("DO $comments$ BEGIN " + " ".join(s + ";" for s in statements) + " END $comments$")
+
+
 def upgrade() -> None:
-    for target, text in COMMENTS:
-        op.execute(f"COMMENT ON {target} IS {_quoted(text)}")
+    _all([f"COMMENT ON {target} IS {_quoted(text)}" for target, text in COMMENTS])
 
 
 def downgrade() -> None:
-    for target, _ in COMMENTS:
-        op.execute(f"COMMENT ON {target} IS NULL")
+    _all([f"COMMENT ON {target} IS NULL" for target, _ in COMMENTS])
