@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-e2e dbt lint lint-deploy bench soak clean
+.PHONY: demo test test-e2e dbt lint lint-deploy bench bench-scale soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ lint-deploy: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# Dashboards at 250k, 500k and 1M runs (needs DATABASE_URL to a server on this machine, ~52 GB
+# of free disk and ~20 minutes; SCALE_SIZES=100000,200000,400000 for a smaller machine).
+SCALE_SIZES ?= 250000,500000,1000000
+bench-scale: $(STAMP)
+	$(BIN)/python bench/bench_scale.py --sizes $(SCALE_SIZES)
 
 # A bounded soak (default 3 minutes; SOAK_MINUTES=N): faults, SIGKILLs, then every row checked.
 SOAK_MINUTES ?= 3

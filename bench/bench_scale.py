@@ -167,7 +167,7 @@ async def _measure(db: Db, runs: int) -> dict[str, float]:
         LOOKUP_LABELS.add(label)
     # What autovacuum does to the small rollup tables after each compaction (it is off here
     # for the big ones, to keep them never analyzed for the lookups above).
-    for table in rollup.KEYS:
+    for table in rollup.TABLES:
         await db.execute(f"VACUUM {table}")
     await db.execute("ANALYZE")
     for name, sql in dashboard_queries().items():

@@ -16,6 +16,10 @@ Every writer of `runs` is counted: fetches, discovery, reprocess, and hand edits
 TRUNCATE empties the counts. Durations are summed in microseconds (bigint) so that adding and
 taking away a run leaves no rounding behind.
 
+The trigger function runs as the schema's owner (SECURITY DEFINER, its search_path pinned to
+this schema), so a worker role granted before this migration added the table writes its
+counts without a new grant.
+
 bi_daily_runs keeps its columns, their types, its grants and its comments (CREATE OR REPLACE).
 """
 
@@ -80,7 +84,8 @@ NOW = _CONTRIBUTION.format(sign=1, rows="new_rows")
 BEFORE = _CONTRIBUTION.format(sign=-1, rows="old_rows")
 
 FUNCTION = f"""
-CREATE FUNCTION daily_run_counts_add() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION daily_run_counts_add() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         {_add(NOW)}

@@ -90,7 +90,8 @@ class Rollup:
         op.create_index(f"ix_{self.table}_day", self.table, ["day"])
         op.execute(
             f"""
-CREATE FUNCTION {self.function}() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION {self.function}() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         {self.add((1, "new_rows"))}
@@ -401,6 +402,50 @@ WHERE t.run_id = s.run_id AND t.session_seq = s.seq
 )
 
 
+# The compaction of every daily counts table (ingest.rollup calls it): the rows a compaction
+# sees replaced by their sums, in one statement per table. As the owner, like the triggers, so
+# that a worker role needs no grant on the counts tables.
+_COUNTS_KEYS = {
+    "daily_run_counts": ("day", "use_case_id", "status", "annotation"),
+    "daily_call_counts": tuple(CALLS.keys),
+    "daily_tool_counts": tuple(TOOLS.keys),
+    "daily_issue_counts": tuple(ISSUES.keys),
+}
+_COUNTS_FIGURES = {
+    "daily_run_counts": (
+        "runs",
+        "duration_us",
+        "durations",
+        "runs_with_issues",
+        "issues",
+        "events",
+    ),
+    "daily_call_counts": tuple(CALLS.figures),
+    "daily_tool_counts": tuple(TOOLS.figures),
+    "daily_issue_counts": tuple(ISSUES.figures),
+}
+
+
+def _compaction(table: str) -> str:
+    keys, figures = ", ".join(_COUNTS_KEYS[table]), _COUNTS_FIGURES[table]
+    return (
+        f"WITH gone AS (DELETE FROM {table} RETURNING *)"
+        f" INSERT INTO {table} ({keys}, {', '.join(figures)})"
+        f" SELECT {keys}, {', '.join(f'sum({f})' for f in figures)} FROM gone"
+        f" GROUP BY {keys} HAVING {' OR '.join(f'sum({f}) <> 0' for f in figures)};"
+    )
+
+
+COMPACT = f"""
+CREATE FUNCTION compact_daily_counts() RETURNS bigint LANGUAGE plpgsql
+SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    {" ".join(_compaction(t) for t in _COUNTS_KEYS)}
+    RETURN {" + ".join(f"(SELECT count(*) FROM {t})" for t in _COUNTS_KEYS)};
+END
+$$"""
+
+
 def upgrade() -> None:
     op.add_column(
         "run_sessions",
@@ -432,6 +477,12 @@ def upgrade() -> None:
         op.execute(sql)
     for rollup in (CALLS, TOOLS, ISSUES):
         rollup.create()
+    op.execute(COMPACT)
+    op.execute(
+        "COMMENT ON FUNCTION compact_daily_counts() IS 'Replaces the rows of the daily_*_counts"
+        " tables by their sums per group; returns the rows left. Run by the worker every"
+        " minute.'"
+    )
     op.execute(BI_TOOL_CALLS)
     comments = []
     for name, sql in VIEWS:
@@ -458,6 +509,7 @@ def downgrade() -> None:
     assert script is not None
     v0004 = script.get_revision("0004").module.BI_TOOL_CALLS
     op.execute(v0004.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))
+    op.execute("DROP FUNCTION compact_daily_counts()")
     for rollup in (ISSUES, TOOLS, CALLS):
         rollup.drop()
     op.drop_column("run_issues", "counted_version_id")
