@@ -267,12 +267,12 @@ async def reprocess(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def prune(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest import archive
+    from ingest import store
 
     before = datetime.now(UTC) - args.older_than
     engine = create_engine(settings, pool_size=1)
     try:
-        pruned = await archive.prune(engine, before, dry_run=args.dry_run)
+        pruned = await store.prune_payloads(engine, before, dry_run=args.dry_run)
     finally:
         await engine.dispose()
     verb = "would delete" if args.dry_run else "deleted"
@@ -285,11 +285,11 @@ async def prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def payload(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest import archive
+    from ingest import store
 
     engine = create_engine(settings, pool_size=1)
     try:
-        stored = await archive.read(engine, args.run_id)
+        stored = await store.read_payload(engine, args.run_id)
     finally:
         await engine.dispose()
     if stored is None:

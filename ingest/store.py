@@ -14,6 +14,7 @@ any number of concurrent writers sharing versions wait for each other but never 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -270,3 +271,75 @@ async def reprocess(
     async with transaction(engine) as conn:
         await rollup.compact(await driver_connection(conn))
     return result
+
+
+# -- one stored payload, and retention ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredPayload:
+    """A run's stored payload, decoded."""
+
+    body: bytes
+    sha256: str
+    fetched_at: datetime
+
+    @property
+    def intact(self) -> bool:
+        return hashlib.sha256(self.body).hexdigest() == self.sha256
+
+
+async def read_payload(engine: AsyncEngine, run_id: uuid.UUID) -> StoredPayload | None:
+    """The raw body stored for a run, as received (None: none stored, or pruned)."""
+    async with connection(engine) as conn:
+        db = await driver_connection(conn)
+        row = await db.fetchrow(
+            "SELECT body, encoding, sha256, fetched_at FROM run_payloads WHERE run_id = $1", run_id
+        )
+    if row is None:
+        return None
+    body, encoding, sha256, fetched_at = cast(tuple[bytes, str, str, datetime], tuple(row))
+    return StoredPayload(archive.unpack(body, encoding), sha256, fetched_at)
+
+
+@dataclass
+class Pruned:
+    payloads: int = 0
+    stored_bytes: int = 0  # as stored (compressed), what the deletes free for reuse
+
+
+_PRUNE = """
+WITH doomed AS (
+    SELECT run_id FROM run_payloads WHERE run_id > $1 AND fetched_at < $2 ORDER BY run_id LIMIT $3
+)
+DELETE FROM run_payloads AS p USING doomed AS d WHERE p.run_id = d.run_id
+RETURNING p.run_id, pg_column_size(p.body) AS size
+"""
+_COUNT = (
+    "SELECT count(*), coalesce(sum(pg_column_size(body)), 0) FROM run_payloads"
+    " WHERE fetched_at < $1"
+)
+
+
+async def prune_payloads(
+    engine: AsyncEngine, before: datetime, *, dry_run: bool = False, chunk: int = 5000
+) -> Pruned:
+    """Delete the stored payloads fetched before `before`; no other table is touched. One
+    short transaction per chunk, walking the primary key once (no index on fetched_at needed,
+    and a running worker is never held up for long)."""
+    if dry_run:
+        async with connection(engine) as conn:
+            row = await (await driver_connection(conn)).fetchrow(_COUNT, before)
+        assert row is not None
+        payloads, stored_bytes = cast(tuple[int, int], tuple(row))
+        return Pruned(payloads=payloads, stored_bytes=stored_bytes)
+    pruned, after = Pruned(), uuid.UUID(int=0)
+    while True:
+        async with transaction(engine) as conn:
+            rows = await (await driver_connection(conn)).fetch(_PRUNE, after, before, chunk)
+        if not rows:
+            return pruned
+        deleted = [cast(tuple[uuid.UUID, int], tuple(r)) for r in rows]
+        pruned.payloads += len(deleted)
+        pruned.stored_bytes += sum(size for _, size in deleted)
+        after = max(run_id for run_id, _ in deleted)

@@ -1,5 +1,6 @@
-"""The raw archive: compressed bodies read back byte for byte, old uncompressed ones still read
-(and compressed by reprocess), and `prune` deleting only the payloads it says."""
+"""The raw archive (encoding in ingest.archive; reading back and prune in ingest.store):
+compressed bodies read back byte for byte, old uncompressed ones still read (and compressed by
+reprocess), and `prune` deleting only the payloads it says."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ingest import archive
 from ingest.normalize import normalize
-from ingest.store import reprocess, store_batch
+from ingest.store import prune_payloads, read_payload, reprocess, store_batch
 from tests.helpers import run_cli, scalar, start_cli
 from tests.payloads import make_run_payload
 
@@ -59,7 +60,7 @@ async def test_stored_bodies_read_back_byte_for_byte(
     # Spacing and key order as a server might send them: kept, not re-serialized.
     raw = orjson.dumps(body, option=orjson.OPT_INDENT_2).replace(b"\n", b"\r\n")
     await _store(engine, [raw], NOW)
-    read = await archive.read(engine, uuid.UUID(body["id"]))
+    read = await read_payload(engine, uuid.UUID(body["id"]))
     assert read is not None and read.body == raw and read.intact
 
 
@@ -75,14 +76,14 @@ async def test_uncompressed_bodies_stored_before_still_read_and_reprocess_compre
                 {"b": raw, "r": uuid.UUID(orjson.loads(raw)["id"])},
             )
     for raw in bodies:
-        read = await archive.read(engine, uuid.UUID(orjson.loads(raw)["id"]))
+        read = await read_payload(engine, uuid.UUID(orjson.loads(raw)["id"]))
         assert read is not None and read.body == raw
 
     result = await reprocess(engine)
     assert (result.runs, result.refused) == (3, [])
     assert await scalar(engine, "SELECT array_agg(DISTINCT encoding) FROM run_payloads") == ["zstd"]
     for raw in bodies:
-        read = await archive.read(engine, uuid.UUID(orjson.loads(raw)["id"]))
+        read = await read_payload(engine, uuid.UUID(orjson.loads(raw)["id"]))
         assert read is not None and read.body == raw
 
 
@@ -127,11 +128,11 @@ async def test_prune_deletes_only_payloads_fetched_before_the_cutoff(
         )
     before = await _counts(engine)
 
-    dry = await archive.prune(engine, NOW - timedelta(days=90), dry_run=True)
+    dry = await prune_payloads(engine, NOW - timedelta(days=90), dry_run=True)
     assert dry.payloads == 7 and dry.stored_bytes > 0
     assert await scalar(engine, "SELECT count(*) FROM run_payloads") == 10
 
-    pruned = await archive.prune(engine, NOW - timedelta(days=90), chunk=3)  # several chunks
+    pruned = await prune_payloads(engine, NOW - timedelta(days=90), chunk=3)  # several chunks
     assert (pruned.payloads, pruned.stored_bytes) == (7, dry.stored_bytes)
     kept = await scalar(engine, "SELECT array_agg(run_id ORDER BY run_id) FROM run_payloads")
     assert kept == sorted(uuid.UUID(orjson.loads(b)["id"]) for b in new)

@@ -34,7 +34,7 @@ from ingest.normalize import (
     VersionRow,
     normalize,
 )
-from ingest.store import StoreStats, reprocess, store_batch
+from ingest.store import StoreStats, read_payload, reprocess, store_batch
 from tests.oracle import (
     ISSUE_FACTS,
     RUN_FACTS,
@@ -412,7 +412,7 @@ async def test_payload_bodies_are_stored_zstd_compressed_and_read_back_byte_for_
     assert storage == "e"  # EXTERNAL: compressed once, by the worker, not again by PostgreSQL
     assert encoding == "zstd" and stored_size == len(stored) < len(raw) / 3
     assert archive.unpack(stored, encoding) == raw
-    read = await archive.read(engine, uuid.UUID(body["id"]))
+    read = await read_payload(engine, uuid.UUID(body["id"]))
     assert read is not None and read.body == raw and read.intact
 
 
