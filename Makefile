@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/hr-ingest demo
 
+# Two processes (pytest-xdist): each test has its own schema, each process its own database.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # The status page in headless Chromium (Debian's `chromium`); kept out of `make test`.
 test-e2e: $(STAMP)

@@ -68,7 +68,13 @@ def replace(sim: Simulator, name: str, fn: Callable[..., Any]) -> None:
 
 
 def api_env(subprocess_env: dict[str, str], sim: Simulator) -> dict[str, str]:
-    return {**subprocess_env, "HAPPYROBOT_BASE_URL": sim.base_url, "HAPPYROBOT_API_KEY": API_KEY}
+    # Not the default 10 requests/s: these tests are not about the rate limit.
+    return {
+        **subprocess_env,
+        "HAPPYROBOT_BASE_URL": sim.base_url,
+        "HAPPYROBOT_API_KEY": API_KEY,
+        "INGEST_RATE_LIMIT": "1000",
+    }
 
 
 async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
