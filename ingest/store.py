@@ -269,7 +269,7 @@ async def reprocess(
     if run_ids is not None:
         result.missing = sorted(set(run_ids) - found)
     async with transaction(engine) as conn:
-        await rollup.compact(await driver_connection(conn))
+        await rollup.compact(await driver_connection(conn), rollup.EVERY_DAY)
     return result
 
 

@@ -163,8 +163,8 @@ class BatchWriter:
             await self._compact()
 
     async def _compact(self) -> None:
-        """Compact the daily counts; a failure is logged and tried again next time, never the
-        batch's (which is committed)."""
+        """Compact the daily counts and refresh percentiles; a failure is logged and tried
+        again next time, never the batch's (which is committed)."""
         self._next_compaction = time.monotonic() + rollup.EVERY_S
         try:
             async with transaction(self._engine) as conn:

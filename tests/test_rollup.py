@@ -1,6 +1,6 @@
-"""bi_daily_runs, rolled up at write time (migration 0011), against what it computed before from
-every run (0004's definition over bi_runs): after fetches, re-fetches, listings, hand edits and
-deletes, under concurrent writers and compactions."""
+"""The daily views, rolled up at write time (migrations 0011-0013), against the same figures
+computed from every row (bi_daily_runs: 0004's definition over bi_runs): after fetches,
+re-fetches, listings, hand edits and deletes, under concurrent writers and compactions."""
 
 from __future__ import annotations
 
@@ -60,6 +60,25 @@ SELECT (created_at AT TIME ZONE 'UTC')::date AS day, use_case_id, version_id, st
     count(*) AS issues, sum(time_to_close_s) AS time_to_close_s,
     count(time_to_close_s) AS time_to_close_n
 FROM bi_issues GROUP BY 1, 2, 3, 4
+"""
+# bi_daily_call_percentiles' figures: bi_calls' columns.
+PERCENTILES = {
+    "duration_s": "duration",
+    "first_word_s": "time_to_first_word_s",
+    **{
+        f: f for f in ("latency_llm_p50", "latency_llm_p95", "latency_turn_p50", "latency_turn_p95")
+    },
+}
+CALL_PERCENTILES = f"""
+SELECT ("timestamp" AT TIME ZONE 'UTC')::date AS day, use_case_id, count(*) AS calls,
+    {
+    ", ".join(
+        f"percentile_cont({p}) WITHIN GROUP (ORDER BY {column}) AS {figure}_{stat}"
+        for figure, column in PERCENTILES.items()
+        for stat, p in (("median", 0.5), ("p95", 0.95))
+    )
+}
+FROM bi_calls WHERE "timestamp" IS NOT NULL GROUP BY 1, 2
 """
 ROLLUPS = [
     # view, oracle, key, figures compared exactly, sums of doubles compared to 1e-9
@@ -132,6 +151,19 @@ async def assert_daily_agrees(engine: AsyncEngine) -> None:
                 assert got["use_case_name"] == row["use_case_name"]
 
 
+async def assert_percentiles_agree(engine: AsyncEngine) -> None:
+    """After a refresh of every stale day: each day's percentiles as computed from its calls."""
+    key = ("day", "use_case_id")
+    stored = await _grouped(engine, "SELECT * FROM bi_daily_call_percentiles", key)
+    computed = await _grouped(engine, CALL_PERCENTILES, key)
+    assert stored.keys() == computed.keys()
+    for k, row in computed.items():
+        got = stored[k]
+        assert got["up_to_date"] and got["calls"] == row["calls"], k
+        for f in row.keys() - {"day", "use_case_id", "calls"}:
+            assert got[f] == (None if row[f] is None else pytest.approx(row[f], rel=1e-12)), (k, f)
+
+
 def _body(rng: random.Random, versions: list[dict[str, Any]]) -> dict[str, Any]:
     body = make_run_payload(
         rng,
@@ -153,7 +185,7 @@ async def _store(engine: AsyncEngine, bodies: list[dict[str, Any]], at: datetime
 
 async def _compact(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
-        await rollup.compact(await driver_connection(conn))
+        await rollup.compact(await driver_connection(conn), rollup.EVERY_DAY)
 
 
 async def test_daily_counts_follow_every_writer_of_runs(engine: AsyncEngine) -> None:
@@ -214,11 +246,14 @@ async def test_daily_counts_follow_every_writer_of_runs(engine: AsyncEngine) -> 
     await _compact(engine)
     assert await scalar(engine, "SELECT count(*) FROM daily_run_counts") == groups
     await assert_daily_agrees(engine)
+    await assert_percentiles_agree(engine)
 
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE runs CASCADE"))
     assert await scalar(engine, "SELECT count(*) FROM bi_daily_runs") == 0
     await assert_daily_agrees(engine)
+    await _compact(engine)
+    await assert_percentiles_agree(engine)
 
 
 async def test_compactions_running_beside_writers_lose_and_double_nothing(
@@ -245,9 +280,59 @@ async def test_compactions_running_beside_writers_lose_and_double_nothing(
     await assert_daily_agrees(engine)
     await _compact(engine)
     await assert_daily_agrees(engine)
+    await assert_percentiles_agree(engine)
     assert await scalar(engine, "SELECT count(*) FROM daily_run_counts") == len(
         await _daily(engine, _oracle())
     )
+
+
+async def test_percentiles_wait_for_a_refresh_and_it_takes_the_latest_days_first(
+    engine: AsyncEngine,
+) -> None:
+    rng = random.Random(24)
+    versions = [make_version(rng) for _ in range(2)]
+    bodies = [_body(rng, versions) for _ in range(45)]
+    await _store(engine, bodies, T0)
+    async with engine.connect() as conn:
+        days = list(
+            (
+                await conn.execute(text("SELECT DISTINCT day FROM stale_call_days ORDER BY 1"))
+            ).scalars()
+        )
+    assert len(days) >= 3
+    assert await scalar(engine, "SELECT count(*) FROM bi_daily_call_percentiles") == 0
+
+    async def up_to_date() -> dict[Any, bool]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT DISTINCT day, up_to_date FROM bi_daily_call_percentiles")
+            )
+            return dict(rows.all())
+
+    async with engine.begin() as conn:
+        assert await rollup.compact(await driver_connection(conn), refresh_days=1) > 0
+    assert await up_to_date() == {days[-1]: True}
+    async with engine.begin() as conn:
+        await rollup.compact(await driver_connection(conn), refresh_days=1)
+    assert await up_to_date() == {days[-1]: True, days[-2]: True}
+
+    # A call changed by hand: its day waits, with the figures as they were, until refreshed.
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE run_sessions SET latency_llm_p50 = latency_llm_p50 + 1"))
+    assert await up_to_date() == {days[-1]: False, days[-2]: False}
+    await _compact(engine)
+    await assert_percentiles_agree(engine)
+    assert await scalar(engine, "SELECT count(*) FROM stale_call_days") == 0
+
+    # Every call of a day deleted: its rows go at the next refresh.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("""DELETE FROM run_sessions WHERE ("timestamp" AT TIME ZONE 'UTC')::date = :d"""),
+            {"d": days[0]},
+        )
+    await _compact(engine)
+    await assert_percentiles_agree(engine)
+    assert days[0] not in await up_to_date()
 
 
 async def test_a_dashboard_filter_reads_only_its_days(engine: AsyncEngine) -> None:

@@ -386,11 +386,13 @@ async def test_the_worker_runs_under_a_role_with_only_the_documented_grants(
     try:
         for statement in grants:
             await admin.execute(statement)
-        # As a deployment granted before migrations 0011 and 0012 added the daily counts: their
-        # triggers and compaction run as the owner, so nothing fails and nothing is uncounted.
+        # As a deployment granted before migrations 0011-0013 added the daily counts and
+        # percentiles: their triggers, compaction and refresh run as the owner, so nothing
+        # fails and nothing is uncounted.
         await admin.execute(
             f'REVOKE ALL ON "{schema}".daily_run_counts, "{schema}".daily_call_counts,'
-            f' "{schema}".daily_tool_counts, "{schema}".daily_issue_counts FROM "{role}"'
+            f' "{schema}".daily_tool_counts, "{schema}".daily_issue_counts,'
+            f' "{schema}".stale_call_days, "{schema}".daily_call_percentiles FROM "{role}"'
         )
         url = make_url(database_url).set(username=role).render_as_string(hide_password=False)
         role_settings = settings.with_overrides(database_url=Secret(url))
@@ -413,6 +415,10 @@ async def test_the_worker_runs_under_a_role_with_only_the_documented_grants(
         assert await scalar(engine, "SELECT sum(calls) FROM bi_daily_calls") == await scalar(
             engine, "SELECT count(*) FROM run_sessions"
         )
+        # reprocess refreshed every day's percentiles.
+        assert await scalar(
+            engine, "SELECT sum(calls) FROM bi_daily_call_percentiles WHERE up_to_date"
+        ) == await scalar(engine, 'SELECT count(*) FROM run_sessions WHERE "timestamp" IS NOT NULL')
         # No DDL: the role can neither create nor alter nor drop.
         conn = await asyncpg.connect(dsn(url))
         try:

@@ -15,8 +15,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ingest import rollup
 from ingest.config import Settings
 from ingest.db import migrate
+from ingest.db.driver import driver_connection
 from tests.oracle import recount_facts
 
 UTC = dt.UTC
@@ -873,6 +875,7 @@ async def test_views_live_in_the_configured_schema_and_downgrade_drops_them(
     # bi_run_data too: db upgrade makes it after the migrations (ingest.db.run_data).
     names = [
         "bi_calls",
+        "bi_daily_call_percentiles",
         "bi_daily_calls",
         "bi_daily_issues",
         "bi_daily_runs",
@@ -957,12 +960,16 @@ async def test_the_call_dashboard_queries_run_and_give_the_known_figures(
             "mean_call_llm_p95_ms": Decimal("370"),
         }
     ]
-    # The medians, from the calls of the week (that week moved to March 2026 here). The calls'
-    # turn p95: 788 ms (turns of 280, 420, 720, 800 ms) and 340 ms; their p95: 765.6.
-    week = medians.replace("now() - interval '7 days'", "'2026-02-24'")
+    # The medians of March 1st, once the worker's refresh has run (the seed writes by hand).
+    # The calls' turn p95: 788 ms (turns of 280, 420, 720, 800 ms) and 340 ms; their p95: 765.6.
+    week = medians.replace("current_date - 7", "'2026-02-24'")
     assert week != medians
+    assert await _rows(seeded, week) == []
+    async with seeded.begin() as conn:
+        await rollup.compact(await driver_connection(conn), rollup.EVERY_DAY)
     assert await _rows(seeded, week) == [
         {
+            "day": dt.date(2026, 3, 1),
             "use_case_name": "Inbound carrier sales",
             "calls": 3,
             "median_first_word_s": Decimal("1.75"),

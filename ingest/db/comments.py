@@ -28,6 +28,16 @@ _CALL_FIGURES = (
     ("interruptions", "Sum of their interruptions."),
 )
 
+# (figure, what it is) of daily_call_percentiles, as bi_calls shows them.
+_PERCENTILE_FIGURES = (
+    ("duration_s", "duration, as sent (seconds in practice)"),
+    ("first_word_s", "time to first word, seconds"),
+    ("latency_llm_p50", "LLM latency p50, ms"),
+    ("latency_llm_p95", "LLM latency p95, ms"),
+    ("latency_turn_p50", "turn latency p50, ms"),
+    ("latency_turn_p95", "turn latency p95, ms"),
+)
+
 TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "runs": (
         "One row per HappyRobot run (a workflow execution): what the last fetch of GET /runs/{id}"
@@ -336,6 +346,27 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "issues": "Issues added (negative: taken away).",
             "time_to_close_s": "Sum of created_at to updated_at of the settled ones, seconds.",
             "time_to_close_n": "How many settled ones have both times.",
+        },
+    ),
+    "stale_call_days": (
+        "Days whose daily_call_percentiles wait for a refresh (the worker's, within a minute):"
+        " added by triggers on run_sessions, taken off by refresh_call_percentiles().",
+        {"id": "Row id.", "day": "UTC day to recompute."},
+    ),
+    "daily_call_percentiles": (
+        "What bi_daily_call_percentiles shows: each UTC day's call percentiles per use case,"
+        " recomputed from run_sessions for the days a write touched.",
+        {
+            "id": "Row id.",
+            "day": "UTC day of the calls' timestamp.",
+            "use_case_id": "Use case (use_cases.id).",
+            "calls": "Calls that day (run_sessions rows).",
+            **{
+                f"{figure}_{stat}": f"{label} of the calls' {what} (null when none has one)."
+                for figure, what in _PERCENTILE_FIGURES
+                for stat, label in (("median", "Median"), ("p95", "95th percentile"))
+            },
+            "refreshed_at": "When this row was computed (UTC).",
         },
     ),
     "ingest_batches": (

@@ -472,6 +472,41 @@ daily_issue_counts = _counts(
     {"issues": BigInteger, "time_to_close_s": Numeric, "time_to_close_n": BigInteger},
 )
 
+# Percentiles do not add up, so they are not daily counts: each UTC day's are recomputed from
+# run_sessions for the days a write touched (migration 0013). Triggers on run_sessions list
+# those days in stale_call_days (insert-only, as the counts); the worker's
+# refresh_call_percentiles() takes them off. bi_daily_call_percentiles reads both.
+CALL_PERCENTILE_FIGURES = (
+    "duration_s",
+    "first_word_s",
+    "latency_llm_p50",
+    "latency_llm_p95",
+    "latency_turn_p50",
+    "latency_turn_p95",
+)
+stale_call_days = Table(
+    "stale_call_days",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("day", Date, nullable=False),
+)
+Index("ix_stale_call_days_day", stale_call_days.c.day)
+daily_call_percentiles = Table(
+    "daily_call_percentiles",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("day", Date, nullable=False),
+    _uuid("use_case_id"),
+    Column("calls", BigInteger, nullable=False),
+    *(
+        Column(f"{figure}_{stat}", Double)
+        for figure in CALL_PERCENTILE_FIGURES
+        for stat in ("median", "p95")
+    ),
+    _ts("refreshed_at", nullable=False),
+)
+Index("ix_daily_call_percentiles_day", daily_call_percentiles.c.day)
+
 ingest_batches = Table(
     "ingest_batches",
     metadata,
