@@ -155,6 +155,7 @@ async def store_batch(conn: AsyncConnection, batch: Sequence[normalize.RunRows])
     """
     if not batch:
         return StoreStats(runs=0, rows=0, skipped_stale=0)
+    await archive.pack_payloads([rows.payload for rows in batch])
     raw = await driver_connection(conn)
     if not raw.is_in_transaction():
         raise RuntimeError("store_batch needs a transaction (use `async with engine.begin()`)")

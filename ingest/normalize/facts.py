@@ -13,6 +13,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 
 import orjson
 
@@ -52,7 +53,9 @@ def turn_latency(message: MessageRow) -> float | None:
     """A turn's whole wait: the sum of its latency stages, a missing stage counted as 0; None
     when the turn has no breakdown at all (user, tool and event turns), so it is left out of
     the percentiles instead of pulling them down."""
-    stages = (
+    total: float | None = None
+    # Added in this order, as the SQL did (floating-point sums depend on it).
+    for stage in (
         message.latency_network,
         message.latency_initial_wait,
         message.latency_transcriber,
@@ -60,38 +63,55 @@ def turn_latency(message: MessageRow) -> float | None:
         message.latency_eos_wait,
         message.latency_llm,
         message.latency_tts,
-    )
-    if all(stage is None for stage in stages):
-        return None
-    total = stages[0] or 0.0
-    for stage in stages[1:]:
-        total = total + (stage or 0.0)
+    ):
+        if stage is not None:
+            total = stage if total is None else total + stage
+        elif total is not None:
+            total = total + 0.0
     return total
 
 
 def fill_session(
     session: SessionRow, messages: Sequence[MessageRow], tool_calls: Sequence[ToolCallRow]
 ) -> None:
-    """Set a session's figures from its own messages and tool calls."""
-    roles = [m.role for m in messages]
+    """Set a session's figures from its own messages and tool calls (one pass: this runs for
+    every call the worker stores)."""
+    roles: Counter[str | None] = Counter()
+    interruptions = fillers = natural_cuts = 0
+    first: datetime | None = None
+    llm: list[float] = []
+    tts: list[float] = []
+    turns: list[float] = []
+    for m in messages:
+        roles[m.role] += 1
+        if m.role == "assistant" and m.timestamp is not None:
+            first = m.timestamp if first is None or m.timestamp < first else first
+        interruptions += m.is_interrupted is True
+        fillers += m.is_filler is True
+        natural_cuts += m.is_natural_cut is True
+        if m.latency_llm is not None:
+            llm.append(m.latency_llm)
+        if m.latency_tts is not None:
+            tts.append(m.latency_tts)
+        turn = turn_latency(m)
+        if turn is not None:
+            turns.append(turn)
     session.messages = len(messages)
-    session.assistant_turns = roles.count("assistant")
-    session.user_turns = roles.count("user")
-    session.tool_turns = roles.count("tool")
-    session.event_turns = roles.count("event")
-    session.interruptions = sum(m.is_interrupted is True for m in messages)
-    session.fillers = sum(m.is_filler is True for m in messages)
-    session.natural_cuts = sum(m.is_natural_cut is True for m in messages)
+    session.assistant_turns = roles["assistant"]
+    session.user_turns = roles["user"]
+    session.tool_turns = roles["tool"]
+    session.event_turns = roles["event"]
+    session.interruptions, session.fillers, session.natural_cuts = (
+        interruptions,
+        fillers,
+        natural_cuts,
+    )
     session.tool_calls = len(tool_calls)
     by_name = Counter(call.name for call in tool_calls)
     session.tools = orjson.dumps(
         sorted(by_name.items(), key=lambda item: (item[0] is not None, item[0] or ""))
     ).decode()
-    spoken = [m.timestamp for m in messages if m.role == "assistant" and m.timestamp is not None]
-    session.first_assistant_at = min(spoken) if spoken else None
-    llm = [m.latency_llm for m in messages if m.latency_llm is not None]
-    tts = [m.latency_tts for m in messages if m.latency_tts is not None]
-    turns = [t for t in map(turn_latency, messages) if t is not None]
+    session.first_assistant_at = first
     session.latency_llm_p50, session.latency_llm_p95 = percentiles(llm, _P50_P95)
     session.latency_tts_p50, session.latency_tts_p95 = percentiles(tts, _P50_P95)
     session.latency_turn_p50, session.latency_turn_p95 = percentiles(turns, _P50_P95)

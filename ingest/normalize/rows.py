@@ -212,7 +212,7 @@ class IssueRow:
 @dataclass(slots=True)
 class PayloadRow:
     run_id: uuid.UUID
-    body: bytes  # as stored: ingest.archive.unpack(body, encoding) is the raw body
+    body: bytes  # ingest.archive.unpack(body, encoding) is the raw body (identity until stored)
     sha256: str  # of the raw body
     fetched_at: datetime
     drift: str  # the run's drift notes as a JSON array of {"kind", "detail"}

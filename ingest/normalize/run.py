@@ -301,11 +301,11 @@ def _rows(
     drift_json = orjson.dumps([{"kind": note.kind, "detail": note.detail} for note in drift])
     payload = PayloadRow(
         run_id=run_id,
-        body=archive.pack(body),
+        body=body,  # compressed by the store, off the event loop (ingest.archive)
         sha256=sha,
         fetched_at=fetched_at,
         drift=drift_json.decode(),
-        encoding=archive.ZSTD,
+        encoding=archive.IDENTITY,
     )
     return RunRows(
         run=run,
