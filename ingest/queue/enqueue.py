@@ -28,6 +28,35 @@ class EnqueueResult:
         )
 
 
+# Up to this many ids go as one array parameter (a webhook's call: one statement); more are
+# COPYed into a temporary table first (a backfill's: 100,000 at a time).
+SMALL = 1000
+
+_UPSERT = """
+WITH upserted AS (
+    INSERT INTO ingest_queue AS q (run_id, source, priority)
+    SELECT DISTINCT run_id, $1::text, $2::smallint FROM {ids}
+    ON CONFLICT (run_id) DO UPDATE SET
+        state = CASE WHEN q.state = 'running' THEN 'running' ELSE 'pending' END,
+        refresh_requested = q.state = 'running',
+        available_at = CASE WHEN q.state = 'running' THEN q.available_at ELSE now() END,
+        attempts = CASE WHEN q.state = 'done' THEN 0 ELSE q.attempts END,
+        awaiting_terminal = false,
+        priority = greatest(q.priority, excluded.priority),
+        source = excluded.source,
+        polls = CASE WHEN q.state = 'done' THEN 0 ELSE q.polls END,
+        updated_at = now()
+    WHERE q.state IN ('done', 'running')
+       OR (q.state = 'pending' AND (q.awaiting_terminal OR excluded.priority > q.priority))
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted) AS added,
+       count(*) FILTER (WHERE NOT inserted) AS touched,
+       (SELECT count(DISTINCT run_id) FROM {ids}) AS total
+FROM upserted
+"""
+
+
 async def enqueue(
     conn: AsyncConnection,
     run_ids: Sequence[uuid.UUID],
@@ -35,41 +64,25 @@ async def enqueue(
     source: str = "manual",
     priority: int = 0,
 ) -> EnqueueResult:
-    """Add run IDs in bulk (COPY into a temp table, then one upsert). Idempotent.
+    """Add run IDs, idempotently, in one upsert (past SMALL ids, COPYed in first).
 
-    A pending run keeps its place; a done run is scheduled for a refresh; a running run is
+    A pending run keeps its place, unless this enqueue's priority is higher (a webhook's):
+    then it moves ahead, due now; a done run is scheduled for a refresh; a running run is
     fetched once more after its current attempt; a dead run stays dead (see retry-dead).
+    `source` is what enqueued a run last (among the rows this changes).
     """
     if not run_ids:
         return EnqueueResult(0, 0, 0)
     db = await driver_connection(conn)
-    await db.execute("CREATE TEMP TABLE IF NOT EXISTS _enqueue (run_id uuid) ON COMMIT DELETE ROWS")
-    await db.copy_records_to_table("_enqueue", records=[(r,) for r in run_ids])
-    row = await db.fetchrow(
-        """
-        WITH upserted AS (
-            INSERT INTO ingest_queue AS q (run_id, source, priority)
-            SELECT DISTINCT run_id, $1::text, $2::smallint FROM _enqueue
-            ON CONFLICT (run_id) DO UPDATE SET
-                state = CASE WHEN q.state = 'running' THEN 'running' ELSE 'pending' END,
-                refresh_requested = q.state = 'running',
-                available_at = CASE WHEN q.state = 'running' THEN q.available_at ELSE now() END,
-                attempts = CASE WHEN q.state = 'running' THEN q.attempts ELSE 0 END,
-                awaiting_terminal = false,
-                priority = greatest(q.priority, excluded.priority),
-                updated_at = now()
-            WHERE q.state IN ('done', 'running')
-               OR (q.state = 'pending' AND q.awaiting_terminal)
-            RETURNING (xmax = 0) AS inserted
+    if len(run_ids) <= SMALL:
+        ids, args = "unnest($3::uuid[]) AS u(run_id)", [source, priority, list(run_ids)]
+    else:
+        await db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _enqueue (run_id uuid) ON COMMIT DELETE ROWS"
         )
-        SELECT count(*) FILTER (WHERE inserted) AS added,
-               count(*) FILTER (WHERE NOT inserted) AS touched,
-               (SELECT count(DISTINCT run_id) FROM _enqueue) AS total
-        FROM upserted
-        """,
-        source,
-        priority,
-    )
+        await db.copy_records_to_table("_enqueue", records=[(r,) for r in run_ids])
+        ids, args = "_enqueue", [source, priority]
+    row = await db.fetchrow(_UPSERT.format(ids=ids), *args)
     await notify(db)
     assert row is not None  # an aggregate without GROUP BY returns one row
     added, touched, total = (cast(int, row[k]) for k in ("added", "touched", "total"))

@@ -23,8 +23,9 @@ async def _channel(db: Db) -> str:
 
 
 async def notify(db: Db) -> None:
-    """Wake the workers listening (sent when the transaction commits)."""
-    await db.execute(f"NOTIFY {await _channel(db)}")
+    """Wake the workers listening (sent when the transaction commits). One round trip: the
+    channel is notify_channel(current_schema()), computed by the server."""
+    await db.execute("SELECT pg_notify('hr_ingest_' || current_schema(), '')")
 
 
 async def listen(
