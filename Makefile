@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-e2e dbt lint lint-deploy bench bench-scale soak clean
+.PHONY: demo test test-e2e dbt lint lint-deploy bench bench-scale bench-webhook soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench: $(STAMP)
 SCALE_SIZES ?= 250000,500000,1000000
 bench-scale: $(STAMP)
 	$(BIN)/python bench/bench_scale.py --sizes $(SCALE_SIZES)
+
+# Webhook calls/s and p99, and freshness with webhooks against sync alone (~6 minutes; needs
+# DATABASE_URL or starts an embedded PostgreSQL).
+bench-webhook: $(STAMP)
+	$(BIN)/python bench/bench_webhook.py
 
 # A bounded soak (default 3 minutes; SOAK_MINUTES=N): faults, SIGKILLs, then every row checked.
 SOAK_MINUTES ?= 3

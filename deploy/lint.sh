@@ -53,7 +53,7 @@ if command -v systemd-analyze >/dev/null; then
   # verify also checks that ExecStart exists; /opt/hr-ingest is not installed here.
   out=$(cd deploy/systemd && systemd-analyze verify --man=no \
     hr-ingest-migrate.service hr-ingest-worker@9100.service hr-ingest.target \
-    hr-ingest-sync.service hr-ingest-sync.timer 2>&1 |
+    hr-ingest-sync.service hr-ingest-sync.timer hr-ingest-webhook.service 2>&1 |
     grep -v 'Command /opt/hr-ingest/.venv/bin/hr-ingest is not executable')
   if [ -z "$out" ]; then echo "ok      systemd-analyze verify"; else
     echo "$out"

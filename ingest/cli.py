@@ -83,6 +83,12 @@ def _uuid_arg(text: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
 
 
+def _port_arg(text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
+    return int(text)
+
+
 def _page_size_arg(text: str) -> int:
     if not text.strip().isdigit() or not 1 <= int(text) <= 5000:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 5000")
@@ -239,6 +245,21 @@ def _add_worker(command: Command) -> None:
         action="store_true",
         help="exit 0 once every run is done, dead, or only waiting to be polled again",
     )
+    wh = command(
+        "webhook",
+        "receive HappyRobot webhook calls (POST /) and enqueue their runs at high priority,"
+        " until SIGTERM/SIGINT",
+        commands.webhook,
+    )
+    wh.add_argument(
+        "--port", type=_port_arg, default=8080, help="0 picks a free port (default 8080)"
+    )
+    wh.add_argument(
+        "--host",
+        default="0.0.0.0",
+        help="address to listen on; 0.0.0.0 suits a container, 127.0.0.1 is this machine only"
+        " (default 0.0.0.0)",
+    )
 
 
 def _flags(args: argparse.Namespace) -> dict[str, str]:
@@ -255,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"hr-ingest: error: {exc}\n")
         return EXIT_USAGE
-    for secret in (settings.api_key, settings.database_url):
+    for secret in (settings.api_key, settings.database_url, settings.webhook_secret):
         if secret is not None:
             register_secret(secret.reveal())
     if settings.database_url is not None:

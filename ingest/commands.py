@@ -81,6 +81,12 @@ async def status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"oldest run still scheduled/running upstream: started {unfinished:.0f}s ago")
     for minutes, runs in report.throughput.items():
         print(f"done in the last {minutes} min: {runs} ({runs / (minutes * 60):.1f} runs/s)")
+    if report.landed:
+        print("call ended -> in the tables, runs first stored finished in the last hour:")
+        print_table(
+            [(src, n, f"{p50:.1f}s", f"{p95:.1f}s") for src, n, p50, p95 in report.landed],
+            ["came by", "runs", "p50", "p95"],
+        )
     if report.dead_reasons:
         print("dead letters by kind:")
         print_table([(n, kind) for kind, n in report.dead_reasons], ["runs", "kind"])
@@ -450,6 +456,25 @@ async def worker(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"worker: {stats.done} done, {stats.polled} to poll again, {stats.retried} retried,"
         f" {stats.dead} dead, {stats.rows} rows in {stats.elapsed:.1f}s"
+    )
+    return EXIT_OK
+
+
+async def webhook(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.runtime import run_webhook
+
+    if settings.webhook_secret is None:
+        raise ConfigError(
+            "INGEST_WEBHOOK_SECRET", "required to start the webhook (set it in the environment)"
+        )
+    engine = create_engine(settings, pool_size=4, pool_timeout=5.0, connect_timeout=5.0)
+    try:
+        answered = await run_webhook(engine, settings.webhook_secret, args.host, args.port)
+    finally:
+        await engine.dispose()
+    print(
+        "webhook: "
+        + (", ".join(f"{n} x {code}" for code, n in sorted(answered.items())) or "no calls")
     )
     return EXIT_OK
 

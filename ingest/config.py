@@ -293,6 +293,15 @@ class Settings:
         commands=("worker",),
     )
 
+    webhook_secret: Secret | None = setting(
+        None,
+        "INGEST_WEBHOOK_SECRET",
+        "the secret a webhook call presents (Bearer, X-Api-Key or Basic password); unset:"
+        " `webhook` refuses to start (prefer the environment: flags show in `ps`)",
+        _secret,
+        commands=("webhook",),
+    )
+
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 

@@ -1,5 +1,5 @@
 """The process a command runs in: its event loop and garbage-collector policy, and a worker's
-life in it (signals, the operations server, a periodic sync beside it).
+or the webhook receiver's life in it (signals, the operations server, a periodic sync).
 
 The CLI, the benchmarks and the tests that want production's behaviour all come through here,
 so what is measured is what runs.
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:  # imported when a worker runs: `hr-ingest --help` starts faster without
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from ingest.config import Settings
-    from ingest.worker import Worker, WorkerOptions, WorkerStats
+    from ingest.config import Secret, Settings
+    from ingest.worker import WorkerOptions, WorkerStats
 
 T = TypeVar("T")
 EXIT_FAILURE = 1
@@ -77,8 +77,22 @@ async def run_worker(
         if sync_every is not None:
             syncing = asyncio.create_task(periodic_sync(engine, client, sync_every.total_seconds()))
             stack.push_async_callback(_cancelled, syncing)
-        stack.enter_context(_stop_on_signals(worker))
+        stack.enter_context(_stop_on_signals(worker.stop))
         return await worker.run()
+
+
+async def run_webhook(engine: AsyncEngine, secret: Secret, host: str, port: int) -> dict[int, int]:
+    """The webhook receiver until SIGTERM/SIGINT (calls in flight are answered first); returns
+    how many calls got each status. A database that cannot be reached yet is not an error
+    (calls get 503 until it answers); one without hr-ingest's tables is."""
+    from ingest.webhook import WebhookServer, check_schema
+
+    await check_schema(engine)
+    stopping = asyncio.Event()
+    async with WebhookServer(engine, secret, host=host, port=port) as server:
+        with _stop_on_signals(stopping.set):
+            await stopping.wait()
+    return server.counts
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
@@ -88,7 +102,7 @@ async def _cancelled(task: asyncio.Task[None]) -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(worker: Worker) -> Iterator[None]:
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -98,7 +112,7 @@ def _stop_on_signals(worker: Worker) -> Iterator[None]:
         if signals > 1:
             sys.stderr.write("hr-ingest: second signal, exiting now\n")
             os._exit(EXIT_FAILURE)
-        worker.stop()
+        stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)

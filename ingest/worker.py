@@ -45,6 +45,8 @@ class WorkerOptions:
     lease_s: float = 120.0
     idle_poll_s: float = 5.0  # fallback when no NOTIFY arrives
     poll_unfinished_s: float = 60.0  # next fetch of a run still scheduled/running upstream
+    # ... unless a webhook announced it: 5 s, then twice as long each time, up to the above.
+    first_webhook_poll_s: float = queue.FIRST_WEBHOOK_POLL_S
     shutdown_grace_s: float = 30.0
     # Backoff of failed attempts, waited in the queue: 2 s, 4 s, ... capped at 15 minutes.
     retry_base_s: float = 2.0
@@ -67,6 +69,8 @@ class WorkerStats:
     lost: int = 0  # failed attempts not recorded: another worker held the run by then
     failures_by_kind: dict[FailureKind, int] = field(default_factory=dict)
     batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=4096))  # metrics
+    # (source, seconds from completed_at to stored) of runs that landed: metrics drain it.
+    landed: deque[tuple[str, float]] = field(default_factory=lambda: deque(maxlen=16384))
 
     @property
     def elapsed(self) -> float:

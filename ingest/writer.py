@@ -150,7 +150,9 @@ class BatchWriter:
         started = time.monotonic()
         async with transaction(self._engine) as conn:
             result = await store_batch(conn, [s.rows for s in stored])
-            await queue.complete(conn, self._owner, done, polls)
+            completed = await queue.complete(
+                conn, self._owner, done, polls, self._options.first_webhook_poll_s
+            )
             await queue.record_batch(conn, self._owner, len(stored), 0, result.rows)
         stats = self._stats
         stats.batch_seconds.append(time.monotonic() - started)
@@ -158,6 +160,9 @@ class BatchWriter:
         stats.polled += len(polls)
         stats.rows += result.rows
         stats.batches += 1
+        stats.landed.extend(
+            (run.source, run.freshness_s) for run in completed.landed if run.freshness_s is not None
+        )
         self._let_go([s.claim.run_id for s in stored])
         if time.monotonic() >= self._next_compaction:
             await self._compact()

@@ -202,7 +202,7 @@ def test_compose_file_matches_the_compose_specification_schema(tmp_path: Path) -
 
 def test_compose_runs_migration_then_workers_and_a_sync_schedule() -> None:
     services = _compose()["services"]
-    assert set(services) == {"postgres", "migrate", "worker", "sync"}
+    assert set(services) == {"postgres", "migrate", "worker", "sync", "webhook"}
     pg, migrate, worker, sync = (services[n] for n in ("postgres", "migrate", "worker", "sync"))
     assert "healthcheck" in pg
     assert migrate["command"] == ["db", "upgrade"]
@@ -215,12 +215,31 @@ def test_compose_runs_migration_then_workers_and_a_sync_schedule() -> None:
     assert "/healthz" in " ".join(worker["healthcheck"]["test"])
     for s in (worker, sync):
         assert s["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    for s in (migrate, worker, sync):
+    for s in (migrate, worker, sync, services["webhook"]):
         assert s["build"]["dockerfile"] == "deploy/Dockerfile"
         assert (DEPLOY / s["build"]["context"] / s["build"]["dockerfile"]).is_file()
         # ${HR_INGEST_ENV_FILE:-hr-ingest.env}: the example is what users copy.
         assert re.fullmatch(r"\$\{HR_INGEST_ENV_FILE:-hr-ingest\.env\}", s["env_file"])
     assert (DEPLOY / "hr-ingest.env.example").is_file()
+
+
+def test_compose_webhook_publishes_its_port_and_starts_after_the_migration() -> None:
+    services = _compose()["services"]
+    webhook = services["webhook"]
+    assert webhook["command"] == ["webhook", "--port", "8080"]
+    assert webhook["ports"] == ["8080:8080"]
+    # Its own process: the workers' metrics port stays unpublished.
+    assert "ports" not in services["worker"]
+    # One host port: replicas of this service would clash on it.
+    assert webhook.get("deploy", {}).get("replicas", 1) == 1
+    probe = " ".join(webhook["healthcheck"]["test"])
+    assert "http://127.0.0.1:8080/healthz" in probe
+    assert webhook["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert webhook["stop_signal"] == "SIGTERM"
+    assert webhook["restart"] == "unless-stopped"
+    # The same anchor as the others: same image, env file and hardening.
+    for key in ("image", "env_file", "read_only", "cap_drop", "security_opt"):
+        assert webhook[key] == services["worker"][key], key
 
 
 def test_compose_sync_loop_survives_a_failed_sync_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -261,6 +280,10 @@ def test_env_example_sets_only_real_settings_and_loads() -> None:
     values = _env_example()
     assert set(values) <= set(BY_VAR), set(values) - set(BY_VAR)
     assert {"DATABASE_URL", "HAPPYROBOT_API_KEY"} <= set(values)
+    # The webhook secret is for each deployment to generate: shown, never shipped set.
+    text = (DEPLOY / "hr-ingest.env.example").read_text()
+    assert re.search(r"(?m)^# INGEST_WEBHOOK_SECRET=$", text)
+    assert "INGEST_WEBHOOK_SECRET" not in values
     settings = load_settings(environ={}, env_file=DEPLOY / "hr-ingest.env.example")
     assert settings.database_url is not None
     assert settings.db_schema == "happyrobot"
@@ -303,11 +326,13 @@ def test_k8s_schema_check_rejects_a_misspelt_field() -> None:
         kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
 
 
-def test_kustomization_lists_every_manifest_but_the_example_secret() -> None:
+def test_kustomization_lists_every_manifest_but_the_examples() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert listed == on_disk - {"secret.example.yaml"}
+    examples = {p.name for p in K8S.glob("*.example.yaml")}
+    assert {"secret.example.yaml", "webhook-ingress.example.yaml"} <= examples
+    assert listed == on_disk - examples
     assert [i["name"] for i in kustomization["images"]] == ["hr-ingest"]
 
 
@@ -365,6 +390,53 @@ def test_k8s_worker_deployment_probes_the_metrics_port() -> None:
     assert service["spec"]["selector"].items() <= labels.items()
 
 
+def test_k8s_webhook_deployment_probes_its_http_port_behind_a_service() -> None:
+    manifests = _manifests()
+    deployment = manifests[("Deployment", "hr-ingest-webhook")]
+    assert deployment["spec"]["replicas"] >= 2
+    pod = _pod(deployment)
+    # SIGTERM answers the calls in flight within seconds; the pod is given more than that.
+    assert 10 <= pod["terminationGracePeriodSeconds"] <= 60
+    (container,) = pod["containers"]
+    assert container["args"] == ["webhook", "--port", "8080"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container[probe]["httpGet"]
+        assert get["path"] == path
+        assert get["port"] == "http"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    service = manifests[("Service", "hr-ingest-webhook")]
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert service["spec"]["selector"].items() <= labels.items()
+    # The workers' Service must not pick up webhook pods, nor this one the workers.
+    worker = manifests[("Deployment", "hr-ingest-worker")]
+    worker_labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= worker_labels.items()
+    metrics = manifests[("Service", "hr-ingest-worker-metrics")]
+    assert not metrics["spec"]["selector"].items() <= labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 80 and port["targetPort"] == "http"
+
+
+def test_k8s_example_ingress_serves_the_webhook_service_over_tls() -> None:
+    manifests = _manifests()
+    ingress = manifests[("Ingress", "hr-ingest-webhook")]
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    assert ingress["metadata"]["namespace"] == "hr-ingest"
+    (tls,) = ingress["spec"]["tls"]
+    assert tls["secretName"]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] in tls["hosts"]
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix")
+    backend = path["backend"]["service"]
+    service = manifests[("Service", "hr-ingest-webhook")]
+    assert backend["name"] == service["metadata"]["name"]
+    assert backend["port"]["number"] in {p["port"] for p in service["spec"]["ports"]}
+
+
 def test_k8s_sync_cronjob_every_minute_never_overlapping_and_migration_job() -> None:
     manifests = _manifests()
     cron = manifests[("CronJob", "hr-ingest-sync")]
@@ -407,6 +479,27 @@ def test_systemd_worker_template_sync_service_and_timer() -> None:
         assert shlex.split(service["ExecStart"])[0] == "/opt/hr-ingest/.venv/bin/hr-ingest"
         # Installed with `pip install .` into the venv, the package finds no migrations/.
         assert service["Environment"] == "INGEST_MIGRATIONS_DIR=/opt/hr-ingest/migrations"
+
+
+def test_systemd_webhook_unit_runs_like_the_worker() -> None:
+    webhook = _unit("hr-ingest-webhook.service")
+    worker = _unit("hr-ingest-worker@.service")
+    service = webhook["Service"]
+    exec_start = shlex.split(service["ExecStart"])
+    assert exec_start[0] == "/opt/hr-ingest/.venv/bin/hr-ingest"
+    assert exec_start[1:] == ["webhook", "--port", "8080"]
+    assert service["EnvironmentFile"] == "/etc/hr-ingest/hr-ingest.env"
+    assert service["User"] != "root"
+    assert service["Environment"] == "INGEST_MIGRATIONS_DIR=/opt/hr-ingest/migrations"
+    assert service["KillSignal"] == "SIGTERM"
+    assert service["Restart"] == "on-failure"
+    assert "hr-ingest-migrate.service" in webhook["Unit"]["After"].split()
+    # Installed, started and stopped with the workers, and as hardened as they are.
+    assert webhook["Install"]["WantedBy"] == worker["Install"]["WantedBy"] == "hr-ingest.target"
+    assert webhook["Unit"]["PartOf"] == worker["Unit"]["PartOf"]
+    hardening = {k: v for k, v in worker["Service"].items() if k.startswith(("Protect", "Private"))}
+    hardening |= {k: worker["Service"][k] for k in ("NoNewPrivileges", "RestrictSUIDSGID")}
+    assert hardening and hardening.items() <= service.items()
 
 
 def test_deploy_docs_name_real_files() -> None:

@@ -86,10 +86,10 @@ async def test_expired_lease_is_reclaimed_and_old_owner_cannot_complete(
         (claim,) = await queue.claim(conn, "alive", 1, 60)
     assert claim.attempt == 2
     async with engine.begin() as conn:
-        assert await queue.complete(conn, "crashed", [run]) == 0
+        assert (await queue.complete(conn, "crashed", [run])).held == 0
         assert await queue.renew(conn, "crashed", [run], 60) == set()
         assert await queue.renew(conn, "alive", [run], 60) == {run}
-        assert await queue.complete(conn, "alive", [run]) == 1
+        assert (await queue.complete(conn, "alive", [run])).held == 1
     assert (await states(engine))[run][0] == "done"
 
 
@@ -217,3 +217,39 @@ async def test_enqueue_notifies_listeners(engine: AsyncEngine) -> None:
             await queue.enqueue(conn, ids(1))
         await asyncio.wait_for(woke.wait(), 5)
         await stop()
+
+
+async def test_a_webhook_run_is_polled_sooner_each_time_doubling_up_to_the_usual_delay(
+    engine: AsyncEngine,
+) -> None:
+    announced, listed = ids(2)
+    async with engine.begin() as conn:
+        await queue.enqueue(conn, [announced], source="webhook", priority=100)
+        await queue.enqueue(conn, [listed], source="sync")
+    waits: dict[uuid.UUID, list[int]] = {announced: [], listed: []}
+    for _ in range(6):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE ingest_queue SET available_at = now()"))
+            assert len(await queue.claim(conn, "w", 2, 60)) == 2
+            polls = [queue.Requeue(announced, 60.0), queue.Requeue(listed, 60.0)]
+            assert (await queue.complete(conn, "w", [], polls)).held == 2
+            rows = await conn.execute(
+                text("SELECT run_id, extract(epoch FROM available_at - now()) FROM ingest_queue")
+            )
+            for run_id, wait in rows:
+                waits[run_id].append(round(float(wait)))
+    assert waits == {announced: [5, 10, 20, 40, 60, 60], listed: [60] * 6}
+
+    # Finished at last: done, its polls reset, and it counts as landed (first stored finished).
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE ingest_queue SET available_at = now()"))
+        await queue.claim(conn, "w", 2, 60)
+        completed = await queue.complete(conn, "w", [announced, listed])
+    assert sorted(landed.source for landed in completed.landed) == ["sync", "webhook"]
+    # A refresh of a run stored finished before is not a landing.
+    async with engine.begin() as conn:
+        await queue.enqueue(conn, [announced], source="webhook", priority=100)
+        await queue.claim(conn, "w", 2, 60)
+        assert (await queue.complete(conn, "w", [announced])).landed == []
+        polls = await conn.scalar(text("SELECT max(polls) FROM ingest_queue"))
+    assert polls == 0

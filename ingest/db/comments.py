@@ -273,12 +273,17 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "lease_expires_at": "When the lease runs out (UTC), unless renewed.",
             "last_error": "Reason of the last failed attempt.",
             "priority": "Higher is claimed first.",
-            "source": "What enqueued it: manual, backfill, sync.",
+            "source": "What enqueued it (last, when it was waiting or done): manual, backfill,"
+            " sync, webhook.",
             "refresh_requested": "Enqueued again while running: fetch once more.",
             "awaiting_terminal": "Pending only to poll a run still scheduled/running upstream.",
             "created_at": "When it was first enqueued (UTC).",
             "updated_at": "When this row last changed (UTC).",
             "finished_at": "When it last became done or dead (UTC).",
+            "polls": "Fetches in a row that found the run not finished upstream yet.",
+            "landed_at": "When the run was first stored finished upstream (UTC); null before 0014.",
+            "freshness_s": "landed_at - the run's completed_at, seconds: how long after the call"
+            " ended it was in the tables.",
         },
     ),
     "dead_letters": (

@@ -23,11 +23,21 @@ def connect_args(schema: str) -> dict[str, object]:
     }
 
 
-def create_engine(settings: Settings, url: str | None = None, pool_size: int = 5) -> AsyncEngine:
+def create_engine(
+    settings: Settings,
+    url: str | None = None,
+    pool_size: int = 5,
+    *,
+    pool_timeout: float = 30.0,
+    connect_timeout: float = 60.0,
+) -> AsyncEngine:
+    """The timeouts bound how long a caller waits for a pooled connection and for a new one
+    (the webhook answers 503 within seconds rather than hang its caller)."""
     return create_async_engine(
         url or resolve_url(settings),
-        connect_args=connect_args(settings.db_schema),
+        connect_args={**connect_args(settings.db_schema), "timeout": connect_timeout},
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        pool_timeout=pool_timeout,
     )

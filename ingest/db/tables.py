@@ -333,6 +333,13 @@ ingest_queue = Table(
     _ts("created_at", nullable=False, server_default=text("now()")),
     _ts("updated_at", nullable=False, server_default=text("now()")),
     _ts("finished_at"),
+    # Fetches in a row that found the run unfinished upstream: a webhook's run is polled again
+    # after 5 s, 10 s, 20 s, ... (ingest.queue.work.complete).
+    Column("polls", SmallInteger, nullable=False, server_default=text("0")),
+    # When the run was first stored finished upstream, and how long after its completed_at:
+    # the freshness `status` and /metrics report (migration 0014).
+    _ts("landed_at"),
+    Column("freshness_s", Double),
     CheckConstraint("state IN ('pending', 'running', 'done', 'dead')", name="state_known"),
 )
 Index(
@@ -347,6 +354,11 @@ Index(
     postgresql_where=text("state = 'running'"),
 )
 Index("ix_ingest_queue_finished_at", ingest_queue.c.finished_at)
+Index(
+    "ix_ingest_queue_landed_at",
+    ingest_queue.c.landed_at,
+    postgresql_where=text("landed_at IS NOT NULL"),
+)
 
 dead_letters = Table(
     "dead_letters",

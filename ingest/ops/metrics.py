@@ -30,6 +30,27 @@ PREFIX = "hr_ingest"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A batch is one transaction of up to a few hundred runs: milliseconds to seconds.
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# From a call's end to its rows: seconds with a webhook, a minute or two with sync, days for a
+# backfill.
+FRESHNESS_BUCKETS = (
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    90.0,
+    120.0,
+    300.0,
+    900.0,
+    3600.0,
+    21600.0,
+    86400.0,
+    604800.0,
+)
 
 
 class _Collector(Collector):
@@ -188,16 +209,30 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.run_freshness = Histogram(
+            f"{PREFIX}_run_freshness_seconds",
+            "From a run's completed_at to when it was first stored finished, by what enqueued"
+            " it (webhook, sync, backfill, manual).",
+            ["source"],
+            buckets=FRESHNESS_BUCKETS,
+            registry=self.registry,
+        )
+        for source in ("webhook", "sync", "backfill", "manual"):
+            self.run_freshness.labels(source)  # every label shown from the start, at 0
         self.registry.register(_Collector(self))
 
     def observe_batches(self) -> None:
-        """Move the worker's batch timings into the histogram (a bounded buffer, drained here:
-        the worker never imports prometheus)."""
+        """Move the worker's batch timings and landings into the histograms (bounded buffers,
+        drained here: the worker never imports prometheus)."""
         if self.worker is None:
             return
         pending = self.worker.stats.batch_seconds
         while pending:
             self.batch_seconds.observe(pending.popleft())
+        landed = self.worker.stats.landed
+        while landed:
+            source, seconds = landed.popleft()
+            self.run_freshness.labels(source).observe(seconds)
 
     def render(self) -> bytes:
         self.observe_batches()

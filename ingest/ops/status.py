@@ -14,6 +14,7 @@ from ingest.logs import scrub
 from ingest.ops.snapshot import read_drift
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 60)
+LANDED_WITHIN_S = 3600.0
 
 
 @dataclass
@@ -32,6 +33,9 @@ class StatusReport:
     sync_failures: int = 0
     sync_error: str | None = None
     oldest_non_terminal_age_s: float | None = None
+    # Runs first stored finished in the last hour, by how they came: [source, runs, p50, p95]
+    # of completed_at -> stored, seconds.
+    landed: list[tuple[str, int, float, float]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return orjson.dumps(asdict(self), option=orjson.OPT_NON_STR_KEYS).decode()
@@ -45,6 +49,7 @@ async def collect(engine: AsyncEngine) -> StatusReport:
         dead = [(phrase_of(kind), n) for kind, n in await queue.dead_by_kind(conn)]
         drift = await read_drift(conn)
         fresh = await read_freshness(conn, SYNC_STATE)
+        landed = await queue.freshness(conn, LANDED_WITHIN_S)
     return StatusReport(
         counts=counts.states,
         polling=counts.polling,
@@ -57,4 +62,5 @@ async def collect(engine: AsyncEngine) -> StatusReport:
         sync_failures=fresh.sync_failures,
         sync_error=scrub(fresh.sync_error) if fresh.sync_error else None,
         oldest_non_terminal_age_s=fresh.age_s(fresh.oldest_non_terminal),
+        landed=[(f.source, f.runs, f.p50_s, f.p95_s) for f in landed],
     )

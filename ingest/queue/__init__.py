@@ -14,10 +14,14 @@ from ingest.queue.readings import (
     dead_by_kind,
     done_within,
     finished_per_minute,
+    freshness,
     latest_dead,
 )
 from ingest.queue.work import (
+    FIRST_WEBHOOK_POLL_S,
     Claim,
+    Completed,
+    Landed,
     Requeue,
     claim,
     complete,
@@ -32,9 +36,12 @@ from ingest.queue.work import (
 )
 
 __all__ = [
+    "FIRST_WEBHOOK_POLL_S",
     "Claim",
+    "Completed",
     "DeadLetter",
     "EnqueueResult",
+    "Landed",
     "Listener",
     "QueueCounts",
     "Requeue",
@@ -47,6 +54,7 @@ __all__ = [
     "enqueue",
     "fail",
     "finished_per_minute",
+    "freshness",
     "latest_dead",
     "listen",
     "next_due_in",

@@ -120,3 +120,31 @@ async def dead_by_kind(conn: AsyncConnection) -> list[tuple[str, int]]:
         """
     )
     return [cast(tuple[str, int], tuple(r)) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How long after their completed_at the runs that landed recently were in the tables."""
+
+    source: str  # what enqueued them: webhook, sync, backfill, manual
+    runs: int
+    p50_s: float
+    p95_s: float
+
+
+async def freshness(conn: AsyncConnection, within_s: float = 3600.0) -> list[Freshness]:
+    """p50 and p95 of completed_at -> stored, by source, over the runs that landed (were
+    first stored finished) in the last `within_s` seconds; a source without one is left out."""
+    db = await driver_connection(conn)
+    rows = await db.fetch(
+        """
+        SELECT source, count(*),
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY freshness_s),
+            percentile_cont(0.95) WITHIN GROUP (ORDER BY freshness_s)
+        FROM ingest_queue
+        WHERE landed_at > now() - make_interval(secs => $1) AND freshness_s IS NOT NULL
+        GROUP BY source ORDER BY source
+        """,
+        within_s,
+    )
+    return [Freshness(*cast(tuple[str, int, float, float], tuple(r))) for r in rows]

@@ -94,39 +94,84 @@ async def renew(
     return {cast(uuid.UUID, r["run_id"]) for r in rows}
 
 
+# A poll of a run a webhook announced comes sooner: it was announced because it is about to
+# finish (5 s, 10 s, 20 s, ... up to the caller's delay, a minute by default).
+FIRST_WEBHOOK_POLL_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """A run stored finished upstream for the first time: how it came, and how long after its
+    completed_at (None: the API did not say when it completed)."""
+
+    source: str
+    freshness_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    held: int  # queue rows we still held, and updated
+    landed: list[Landed]
+
+
 async def complete(
     conn: AsyncConnection,
     owner: str,
     done: Sequence[uuid.UUID],
     polls: Sequence[Requeue] = (),
-) -> int:
+    first_webhook_poll_s: float = FIRST_WEBHOOK_POLL_S,
+) -> Completed:
     """Mark stored runs done (or pending again to poll a non-terminal run), in the caller's
     transaction so the rows and the queue agree. A run enqueued again while it ran goes
-    back to pending for one more fetch. Returns how many rows we still held."""
+    back to pending for one more fetch.
+
+    A done run lands the first time it is stored finished: new to the queue, or polled until
+    now (a refresh of a run stored finished before is not a landing). Its landed_at and
+    freshness (now - the stored run's completed_at) are kept for `status`, and returned."""
     db = await driver_connection(conn)
     n = 0
+    landed: list[Landed] = []
     if done:
-        status = await db.execute(
+        rows = await db.fetch(
             """
-            UPDATE ingest_queue SET
+            UPDATE ingest_queue q SET
                 state = CASE WHEN refresh_requested THEN 'pending' ELSE 'done' END,
                 available_at = now(), refresh_requested = false, attempts = 0,
                 lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,
-                finished_at = now(), updated_at = now()
-            WHERE run_id = ANY($1::uuid[]) AND state = 'running' AND lease_owner = $2
+                finished_at = now(), updated_at = now(), polls = 0,
+                landed_at = CASE WHEN l.landing THEN now() ELSE q.landed_at END,
+                freshness_s = CASE WHEN l.landing THEN extract(
+                    epoch FROM clock_timestamp()
+                        - (SELECT r.completed_at FROM runs AS r WHERE r.id = q.run_id)
+                )::float8 ELSE q.freshness_s END
+            FROM (
+                SELECT run_id, landed_at IS NULL AND (finished_at IS NULL OR polls > 0)
+                    AS landing
+                FROM ingest_queue WHERE run_id = ANY($1::uuid[])
+            ) AS l
+            WHERE q.run_id = l.run_id AND q.state = 'running' AND q.lease_owner = $2
+            RETURNING q.source, q.freshness_s, l.landing
             """,
             list(done),
             owner,
         )
-        n += rowcount(status)
+        n += len(rows)
+        landed = [
+            Landed(cast(str, r["source"]), cast(float | None, r["freshness_s"]))
+            for r in rows
+            if r["landing"]
+        ]
     if polls:
         status = await db.execute(
             """
             UPDATE ingest_queue q SET
                 state = 'pending', awaiting_terminal = NOT q.refresh_requested,
-                available_at = CASE WHEN q.refresh_requested THEN now()
-                                    ELSE now() + make_interval(secs => p.delay) END,
-                refresh_requested = false, attempts = 0,
+                available_at = CASE
+                    WHEN q.refresh_requested THEN now()
+                    WHEN q.source = 'webhook' THEN now() + make_interval(
+                        secs => least(p.delay, $4 * power(2, least(q.polls, 12))))
+                    ELSE now() + make_interval(secs => p.delay) END,
+                refresh_requested = false, attempts = 0, polls = least(q.polls + 1, 32767),
                 lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,
                 finished_at = now(), updated_at = now()
             FROM unnest($1::uuid[], $2::float8[]) AS p(run_id, delay)
@@ -135,9 +180,10 @@ async def complete(
             [p.run_id for p in polls],
             [p.delay_s for p in polls],
             owner,
+            first_webhook_poll_s,
         )
         n += rowcount(status)
-    return n
+    return Completed(held=n, landed=landed)
 
 
 async def fail(
