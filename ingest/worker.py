@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
+import math
 import os
 import socket
 import time
@@ -101,7 +103,12 @@ class Worker:
         # Room for a batch being written, one filling up, and the fetches feeding it: with
         # less, fetching stalls whenever the writer waits on the database.
         self._capacity = cap + (self.options.writers + 1) * self.options.batch_size
-        self._to_fetch: asyncio.Queue[queue.Claim | object] = asyncio.Queue(cap)
+        # Highest priority first, then in claim order: a run a webhook announced is fetched
+        # next, not after the hundred claims of a backfill already held here.
+        self._to_fetch: asyncio.PriorityQueue[tuple[float, int, queue.Claim | object]] = (
+            asyncio.PriorityQueue(cap)
+        )
+        self._claim_order = itertools.count()
         self._to_store: asyncio.Queue[Outcome | object] = asyncio.Queue(2 * self.options.batch_size)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -151,7 +158,7 @@ class Worker:
                 await self._claim_loop()
                 await self._release_unstarted()
                 for _ in fetchers:
-                    await self._to_fetch.put(STOP)
+                    await self._put_to_fetch(STOP)
                 _done, pending = await asyncio.wait(fetchers, timeout=self.options.shutdown_grace_s)
                 for task in pending:
                     task.cancel()
@@ -210,13 +217,18 @@ class Worker:
                         # one could finish first and leave the queue a poll behind the rows.
                         continue
                     self._held.add(c.run_id)
-                    await self._to_fetch.put(c)
+                    await self._put_to_fetch(c)
                 continue
             if o.drain and await self._retry_db(self._drained):
                 log.info("queue drained")
                 return
             await self._listener.ensure()
             await self._idle(await self._retry_db(self._idle_wait))
+
+    async def _put_to_fetch(self, item: queue.Claim | object) -> None:
+        # STOP after every claim still waiting (at shutdown none is: they were handed back).
+        rank = -item.priority if isinstance(item, queue.Claim) else math.inf
+        await self._to_fetch.put((rank, next(self._claim_order), item))
 
     async def _drained(self) -> bool:
         if self._held:
@@ -242,7 +254,7 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         while True:
-            item = await self._to_fetch.get()
+            _, _, item = await self._to_fetch.get()
             if item is STOP or self._fatal:
                 return
             assert isinstance(item, queue.Claim)
@@ -351,7 +363,7 @@ class Worker:
     async def _release_unstarted(self) -> None:
         unstarted: list[uuid.UUID] = []
         while not self._to_fetch.empty():
-            item = self._to_fetch.get_nowait()
+            _, _, item = self._to_fetch.get_nowait()
             if isinstance(item, queue.Claim):
                 unstarted.append(item.run_id)
         if unstarted:

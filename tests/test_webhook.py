@@ -361,3 +361,38 @@ async def test_the_secret_is_in_no_output_of_the_command_when_calls_fail(
     output = out.decode() + err.decode() + repr(answers)
     assert SECRET not in output
     assert "webhook: 1 x 400, 3 x 401, 1 x 422" in out.decode()
+
+
+async def test_an_announced_run_is_fetched_ahead_of_a_backlog_the_worker_holds(
+    settings: Settings, engine: AsyncEngine, server: WebhookServer
+) -> None:
+    from ingest.api.client import open_client
+    from ingest.worker import Worker, WorkerOptions
+    from tests.helpers import api_settings, enqueue, wait_for
+
+    async with Simulator(runs=70, seed=32, api_key=API_KEY) as sim:
+        backlog, announced = sim.run_ids()[:60], sim.run_ids()[60]
+        await enqueue(engine, backlog)
+        # 20 requests/s: the worker claims the whole backlog at once and works through it
+        # for three seconds.
+        s = api_settings(settings, sim).with_overrides(rate_limit=20.0, concurrency=2)
+        options = WorkerOptions(flush_interval_s=0.05, idle_poll_s=0.5)
+        async with open_client(s, engine) as client:
+            worker = Worker(s, engine, client, options)
+            working = asyncio.create_task(worker.run())
+            try:
+                await wait_for(engine, "SELECT count(*) FROM runs", lambda n: n >= 3, 30)
+                assert (await post(server.url, {"run_id": str(announced)}, BEARER))[0] == 202
+                await wait_for(
+                    engine, f"SELECT count(*) FROM runs WHERE id = '{announced}'", bool, 30
+                )
+            finally:
+                worker.stop()
+                await working
+        fetched_before = await scalar(
+            engine,
+            "SELECT count(*) FROM runs WHERE fetched_at < (SELECT fetched_at FROM runs"
+            " WHERE id = :r)",
+            r=announced,
+        )
+    assert fetched_before < 15  # of the 60 held: it went next, not last

@@ -21,6 +21,7 @@ OUTSTANDING = f"state = 'running' OR (state = 'pending' AND NOT ({POLLING}))"
 class Claim:
     run_id: uuid.UUID
     attempt: int
+    priority: int = 0  # a webhook's runs go ahead of the claims a worker holds already
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +49,16 @@ async def claim(conn: AsyncConnection, owner: str, limit: int, lease_s: float) -
             lease_expires_at = now() + make_interval(secs => $3),
             attempts = q.attempts + 1, awaiting_terminal = false, updated_at = now()
         FROM due WHERE q.run_id = due.run_id
-        RETURNING q.run_id, q.attempts
+        RETURNING q.run_id, q.attempts, q.priority
         """,
         limit,
         owner,
         lease_s,
     )
-    return [Claim(cast(uuid.UUID, r["run_id"]), cast(int, r["attempts"])) for r in rows]
+    return [
+        Claim(cast(uuid.UUID, r["run_id"]), cast(int, r["attempts"]), cast(int, r["priority"]))
+        for r in rows
+    ]
 
 
 async def reclaim_expired(conn: AsyncConnection) -> int:
