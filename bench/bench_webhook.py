@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import orjson
 from sqlalchemy import text
 
 from ingest import runtime
@@ -66,25 +67,28 @@ class Schema:
 
     def env(self, **extra: str) -> dict[str, str]:
         assert self.settings.database_url is not None
-        return dict(
-            os.environ,
-            DATABASE_URL=self.settings.database_url.reveal(),
-            INGEST_DB_SCHEMA=self.settings.db_schema,
-            INGEST_WEBHOOK_SECRET=SECRET,
-            HAPPYROBOT_API_KEY=KEY,
-            INGEST_LOG_FORMAT="json",
-            INGEST_LOG_LEVEL="warning",
+        return {
+            **os.environ,
+            "DATABASE_URL": self.settings.database_url.reveal(),
+            "INGEST_DB_SCHEMA": self.settings.db_schema,
+            "INGEST_WEBHOOK_SECRET": SECRET,
+            "HAPPYROBOT_API_KEY": KEY,
+            "INGEST_LOG_FORMAT": "json",
+            "INGEST_LOG_LEVEL": "warning",
             **extra,
-        )
+        }
 
     async def scalar(self, sql: str) -> object:
         async with self.engine.connect() as conn:
             return (await conn.execute(text(sql))).scalar()
 
 
-async def start(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+async def start(
+    env: dict[str, str], *args: str, log: Path | None = None
+) -> asyncio.subprocess.Process:
+    stderr = asyncio.subprocess.DEVNULL if log is None else log.open("wb")
     return await asyncio.create_subprocess_exec(
-        *HR, *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        *HR, *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
     )
 
 
@@ -129,7 +133,10 @@ async def calls(url: str, offered: float, connections: int, seconds: float) -> N
     before it), then as many as `connections` closed-loop senders get through."""
     async with Schema(url) as s:
         port = _port()
-        proc = await start(s.env(), "webhook", "--port", str(port), "--host", "127.0.0.1")
+        # Its log at info: one line per call with the time it took inside the receiver.
+        log = Path(tempfile.mkdtemp(prefix="hr-bench-")) / "webhook.log"
+        env = s.env(INGEST_LOG_LEVEL="info")
+        proc = await start(env, "webhook", "--port", str(port), "--host", "127.0.0.1", log=log)
         try:
             target = await webhook_up(port)
             headers = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
@@ -158,6 +165,49 @@ async def calls(url: str, offered: float, connections: int, seconds: float) -> N
                 latencies = await asyncio.gather(*tasks)
                 took = time.perf_counter() - began
                 _report(f"{offered:g} calls/s offered, {seconds:g} s", latencies, took, codes)
+                inside = [
+                    float(orjson.loads(line)["ms"]) / 1000
+                    for line in log.read_bytes().splitlines()
+                    if b'"event": "webhook"' in line or b'"event":"webhook"' in line
+                ]
+                print(
+                    f"| the same, inside the receiver (its log) | p50"
+                    f" {statistics.median(inside) * 1000:.1f} ms, p99"
+                    f" {_pct(inside, 0.99) * 1000:.1f} ms, max {max(inside) * 1000:.0f} ms |",
+                    flush=True,
+                )
+
+                # Good calls at a fifth of that rate while `connections` senders flood it with
+                # calls that present a wrong secret, as fast as they are answered.
+                codes = {}
+                flood_codes: dict[int, int] = {}
+                wrong = {"Authorization": "Bearer wrong", "Content-Type": "application/json"}
+                stop_at = time.perf_counter() + seconds
+
+                async def flooder() -> None:
+                    while time.perf_counter() < stop_at:
+                        async with session.post(target, data=b"{}", headers=wrong) as r:
+                            await r.read()
+                            flood_codes[r.status] = flood_codes.get(r.status, 0) + 1
+
+                flooding = [asyncio.create_task(flooder()) for _ in range(connections)]
+                tasks = []
+                began, n = time.perf_counter(), 0
+                while (elapsed := time.perf_counter() - began) < seconds:
+                    while n < int(elapsed * offered / 5) + 1:
+                        tasks.append(asyncio.create_task(one()))
+                        n += 1
+                    await asyncio.sleep(0.002)
+                good = await asyncio.gather(*tasks)
+                await asyncio.gather(*flooding)
+                took = time.perf_counter() - began
+                _report(
+                    f"{offered / 5:g} calls/s offered during a flood of wrong secrets"
+                    f" ({sum(flood_codes.values()) / took:,.0f}/s, {dict(flood_codes)})",
+                    good,
+                    took,
+                    codes,
+                )
 
                 # Closed loop: what `connections` senders get through.
                 codes = {}

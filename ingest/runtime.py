@@ -81,13 +81,19 @@ async def run_worker(
         return await worker.run()
 
 
-async def run_webhook(engine: AsyncEngine, secret: Secret, host: str, port: int) -> dict[int, int]:
+async def run_webhook(
+    engine: AsyncEngine, secret: Secret, host: str, port: int, connections: int
+) -> dict[int, int]:
     """The webhook receiver until SIGTERM/SIGINT (calls in flight are answered first); returns
     how many calls got each status. A database that cannot be reached yet is not an error
     (calls get 503 until it answers); one without hr-ingest's tables is."""
-    from ingest.webhook import WebhookServer, check_schema
+    from ingest.webhook import WebhookServer, prepare
 
-    await check_schema(engine)
+    await prepare(engine, connections)
+    # Python's default collector thresholds, not the worker's (tune_gc): those collect rarely
+    # and at length, which a call waiting on the collector would feel; here latency matters
+    # more than the CPU the worker saves.
+    gc.set_threshold(700, 10, 10)
     stopping = asyncio.Event()
     async with WebhookServer(engine, secret, host=host, port=port) as server:
         with _stop_on_signals(stopping.set):

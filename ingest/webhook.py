@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import time
 import uuid
@@ -128,16 +129,29 @@ class SchemaMissing(Exception):
     """The database answers but holds no queue in the configured schema."""
 
 
-async def check_schema(engine: AsyncEngine) -> None:
+async def prepare(engine: AsyncEngine, connections: int) -> None:
     """Refuse to start against a schema without hr-ingest's queue (a wrong INGEST_DB_SCHEMA
-    would answer 500 to every call); a database that cannot be reached is waited out."""
+    would answer 500 to every call), and make `connections` ready before the first call:
+    opened, with the enqueue statement prepared (the first calls of a burst would otherwise
+    wait ~0.3 s for them). A database that cannot be reached is waited out: calls get 503
+    until it answers."""
     try:
         async with connection(engine) as conn:
             found = await conn.exec_driver_sql("SELECT to_regclass('ingest_queue') IS NOT NULL")
             present = found.scalar()
+        if present:
+            async with contextlib.AsyncExitStack() as stack:
+                for _ in range(connections):
+                    conn = await stack.enter_async_context(connection(engine))
+                    # The first enqueue on a connection prepares its statement and looks up
+                    # the uuid[] type: ~50 ms, once. Done here, rolled back.
+                    async with conn.begin() as tx:
+                        await queue.enqueue(conn, [uuid.UUID(int=0)], source=SOURCE)
+                        await tx.rollback()
     except (DatabaseUnavailable, PoolTimeout) as exc:
         log.warning(
-            "webhook: database unavailable at start; answering 503 until it is back", error=str(exc)
+            "webhook: database unavailable at start; answering 503 until it is back",
+            error=str(exc),
         )
         return
     if not present:

@@ -396,3 +396,16 @@ async def test_an_announced_run_is_fetched_ahead_of_a_backlog_the_worker_holds(
             r=announced,
         )
     assert fetched_before < 15  # of the 60 held: it went next, not last
+
+
+async def test_the_command_refuses_a_schema_without_the_queue(
+    subprocess_env: dict[str, str],
+) -> None:
+    env = {**subprocess_env, "INGEST_WEBHOOK_SECRET": SECRET, "INGEST_DB_SCHEMA": "no_such_one"}
+    proc = await start_cli(env, "webhook", "--port", "0")
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert err.decode().strip().splitlines()[-1] == (
+        "hr-ingest: webhook failed: SchemaMissing: no ingest_queue table in the configured"
+        " schema: run `hr-ingest db upgrade` (or check INGEST_DB_SCHEMA)"
+    )
