@@ -124,7 +124,12 @@ def _add_queue_commands(command: Command) -> None:
         commands.db,
     )
     db.add_argument("action", choices=["upgrade", "downgrade", "current", "stop", "url"])
-    db.add_argument("revision", nargs="?", help="target revision (upgrade: head, downgrade: base)")
+    db.add_argument(
+        "revision", nargs="?", help="target revision (upgrade: head; downgrade: required)"
+    )
+    db.add_argument(
+        "--yes", action="store_true", help="confirm `db downgrade base` (drops every table)"
+    )
 
     st = command(
         "status", "queue counts, oldest due age, throughput, dead letters", commands.status

@@ -105,12 +105,16 @@ async def db(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if args.action == "url":
         return await _bi_url(settings)
+    if args.action == "downgrade" and not args.revision:
+        raise UsageError("db downgrade needs a target revision (e.g. 0013; `db current` shows)")
+    if args.action == "downgrade" and args.revision == "base" and not args.yes:
+        raise UsageError("db downgrade base drops every table and all their rows: add --yes")
     engine = create_engine(settings, pool_size=1)
     try:
         if args.action == "upgrade":
             await migrate.upgrade(engine, args.revision or "head")
         elif args.action == "downgrade":
-            await migrate.downgrade(engine, args.revision or "base")
+            await migrate.downgrade(engine, args.revision)
         rev = await migrate.current_revision(engine)
         where = settings.database_url_redacted
         print(f"schema {settings.db_schema} at revision {rev or 'base'} ({where})")

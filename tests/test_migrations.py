@@ -93,3 +93,28 @@ async def main():
     await e.dispose()
 asyncio.run(main())
 """
+
+
+async def test_cli_db_downgrade_needs_a_revision_and_base_needs_yes(
+    subprocess_env: dict[str, str], engine: AsyncEngine, settings: Settings
+) -> None:
+    from tests.helpers import run_cli_async
+
+    no_target = await run_cli_async(subprocess_env, "db", "downgrade")
+    base = await run_cli_async(subprocess_env, "db", "downgrade", "base")
+    assert (no_target[0], no_target[2]) == (
+        2,
+        "hr-ingest: error: db downgrade needs a target revision (e.g. 0013; `db current` shows)\n",
+    )
+    assert (base[0], base[2]) == (
+        2,
+        "hr-ingest: error: db downgrade base drops every table and all their rows: add --yes\n",
+    )
+    assert set(metadata.tables) <= await _tables(engine, settings.db_schema)  # nothing dropped
+
+    code, out, err = await run_cli_async(subprocess_env, "db", "downgrade", "0013")
+    assert code == 0, err
+    assert "at revision 0013" in out
+    code, out, err = await run_cli_async(subprocess_env, "db", "downgrade", "base", "--yes")
+    assert code == 0, err
+    assert await _tables(engine, settings.db_schema) <= {"alembic_version"}
