@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from ingest import __version__, commands, config, runtime
 from ingest.commands import EXIT_FAILURE, EXIT_USAGE, UsageError
 from ingest.config import ConfigError, Settings
+from ingest.failures import FailureKind
 from ingest.logs import configure_logging, register_secret, scrub
 from ingest.timeparse import parse_duration, parse_time
 
@@ -83,6 +84,15 @@ def _uuid_arg(text: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
 
 
+def _failure_kind_arg(text: str) -> str:
+    try:
+        return FailureKind(text.strip()).value
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a failure kind (one of: {', '.join(k.value for k in FailureKind)})"
+        ) from None
+
+
 def _port_arg(text: str) -> int:
     if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
@@ -143,6 +153,17 @@ def _add_queue_commands(command: Command) -> None:
 
     rd = command("retry-dead", "move dead-lettered runs back to pending", commands.retry_dead)
     rd.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="default: every dead run")
+    rd.add_argument(
+        "--reason",
+        type=_failure_kind_arg,
+        metavar="KIND",
+        help="only runs dead of this failure kind (as `status` groups them): "
+        + ", ".join(k.value for k in FailureKind),
+    )
+    rd.add_argument(
+        "--since", type=_time_arg, metavar="T", help="only runs dead-lettered since " + TIME_HELP
+    )
+    rd.add_argument("--dry-run", action="store_true", help="only count them, by kind")
 
     rp = command(
         "reprocess", "rebuild rows from stored raw payloads (no API calls)", commands.reprocess

@@ -248,10 +248,17 @@ async def retry_dead(args: argparse.Namespace, settings: Settings) -> int:
     engine = create_engine(settings, pool_size=1)
     try:
         async with engine.begin() as conn:
-            n = await queue.retry_dead(conn, ids)
+            by_kind = await queue.retry_dead(
+                conn, ids, kind=args.reason, since=args.since, dry_run=args.dry_run
+            )
     finally:
         await engine.dispose()
-    print(f"{n} dead runs moved back to pending")
+    n = sum(by_kind.values())
+    if not n:
+        print("no dead run matches: nothing to retry")
+        return EXIT_OK
+    print(f"{n} dead runs {'would be moved' if args.dry_run else 'moved'} back to pending")
+    print_table(sorted(by_kind.items(), key=lambda kind_runs: -kind_runs[1]), ["kind", "runs"])
     return EXIT_OK
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -112,3 +113,61 @@ async def test_demo_ends_with_every_table_counted_and_a_calls_dashboard(
         assert f"  {table:<22}{count:>10,}" in out
     assert "FROM bi_daily_calls" in out and "connected_pct" in out
     assert names and all(name in out for name in names)
+
+
+async def test_retry_dead_by_reason_and_time_with_a_dry_run(
+    engine: AsyncEngine, subprocess_env: dict[str, str]
+) -> None:
+    # Dead runs as the worker leaves them: five 5xx (three from last night, two older), two 404.
+    dead = [
+        (uuid.uuid4(), kind, age)
+        for kind, age in [("http_5xx", timedelta(hours=2))] * 3
+        + [("http_5xx", timedelta(days=3))] * 2
+        + [("not_found", timedelta(hours=1))] * 2
+    ]
+    async with engine.begin() as conn:
+        for run_id, kind, age in dead:
+            await conn.execute(
+                text(
+                    "INSERT INTO ingest_queue (run_id, state, attempts, finished_at)"
+                    " VALUES (:r, 'dead', 8, now())"
+                ),
+                {"r": run_id},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO dead_letters (run_id, kind, reason, attempts, created_at)"
+                    " VALUES (:r, :k, 'x', 8, now() - CAST(:a AS interval))"
+                ),
+                {"r": run_id, "k": kind, "a": age},
+            )
+
+    async def states() -> dict[str, int]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT state, count(*) FROM ingest_queue GROUP BY 1"))
+            return dict(rows.all())
+
+    dry = run_cli("retry-dead", "--reason", "http_5xx", "--dry-run", env=subprocess_env)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[0] == "5 dead runs would be moved back to pending"
+    assert await states() == {"dead": 7}
+
+    since = run_cli("retry-dead", "--reason", "http_5xx", "--since", "1d", env=subprocess_env)
+    assert since.returncode == 0, since.stderr
+    assert since.stdout.splitlines()[0] == "3 dead runs moved back to pending"
+    assert await states() == {"dead": 4, "pending": 3}
+    async with engine.connect() as conn:
+        left = dict(
+            (await conn.execute(text("SELECT kind, count(*) FROM dead_letters GROUP BY 1"))).all()
+        )
+    assert left == {"http_5xx": 2, "not_found": 2}
+
+    none = run_cli("retry-dead", "--reason", "timeout", env=subprocess_env)
+    assert (none.returncode, none.stdout) == (0, "no dead run matches: nothing to retry\n")
+    bad = run_cli("retry-dead", "--reason", "flaky", env=subprocess_env)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith(
+        "hr-ingest retry-dead: error: argument --reason: 'flaky' is not a failure kind"
+        " (one of: not_found, http_4xx,"
+    )
+    assert await states() == {"dead": 4, "pending": 3}

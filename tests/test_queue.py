@@ -138,7 +138,7 @@ async def test_failures_back_off_then_dead_letter_with_body(engine: AsyncEngine)
         3,
     )
     async with engine.begin() as conn:
-        assert await queue.retry_dead(conn) == 1
+        assert await queue.retry_dead(conn) == {"http_5xx": 1}
     assert (await states(engine))[run] == ("pending", 0, False)
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM dead_letters"))).scalar() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -89,20 +90,43 @@ async def enqueue(
     return EnqueueResult(added=added, refreshed=touched, unchanged=total - added - touched)
 
 
-async def retry_dead(conn: AsyncConnection, run_ids: Sequence[uuid.UUID] | None = None) -> int:
-    """Move dead runs (all, or these) back to pending with a fresh set of attempts."""
+async def retry_dead(
+    conn: AsyncConnection,
+    run_ids: Sequence[uuid.UUID] | None = None,
+    *,
+    kind: str | None = None,
+    since: datetime | None = None,
+    dry_run: bool = False,
+) -> dict[str, int]:
+    """Move dead runs back to pending with a fresh set of attempts: all, or those of these
+    ids, of this failure kind, dead-lettered since then (every filter given must match).
+    Returns how many by failure kind; with `dry_run`, only counts them."""
     db = await driver_connection(conn)
+    chosen = """
+        SELECT q.run_id, coalesce(d.kind, 'unknown') AS kind FROM ingest_queue q
+        LEFT JOIN dead_letters d USING (run_id)
+        WHERE q.state = 'dead' AND ($1::uuid[] IS NULL OR q.run_id = ANY($1::uuid[]))
+          AND ($2::text IS NULL OR d.kind = $2) AND ($3::timestamptz IS NULL OR d.created_at >= $3)
+    """
+    args = (None if run_ids is None else list(run_ids), kind, since)
+    if dry_run:
+        rows = await db.fetch(f"SELECT kind, count(*) FROM ({chosen}) AS c GROUP BY kind", *args)
+        return {cast(str, r[0]): cast(int, r[1]) for r in rows}
     rows = await db.fetch(
-        """
-        UPDATE ingest_queue SET state = 'pending', attempts = 0, available_at = now(),
-            finished_at = NULL, updated_at = now()
-        WHERE state = 'dead' AND ($1::uuid[] IS NULL OR run_id = ANY($1::uuid[]))
-        RETURNING run_id
+        f"""
+        WITH chosen AS ({chosen}),
+        moved AS (
+            UPDATE ingest_queue q SET state = 'pending', attempts = 0, available_at = now(),
+                finished_at = NULL, updated_at = now()
+            FROM chosen WHERE q.run_id = chosen.run_id AND q.state = 'dead'
+            RETURNING q.run_id
+        ),
+        forgotten AS (DELETE FROM dead_letters WHERE run_id IN (SELECT run_id FROM moved))
+        SELECT chosen.kind, count(*) FROM chosen JOIN moved USING (run_id) GROUP BY chosen.kind
         """,
-        None if run_ids is None else list(run_ids),
+        *args,
     )
-    ids = [cast(uuid.UUID, r["run_id"]) for r in rows]
-    await db.execute("DELETE FROM dead_letters WHERE run_id = ANY($1::uuid[])", ids)
-    if ids:
+    by_kind = {cast(str, r[0]): cast(int, r[1]) for r in rows}
+    if by_kind:
         await notify(db)
-    return len(ids)
+    return by_kind
