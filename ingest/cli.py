@@ -184,6 +184,17 @@ def _add_queue_commands(command: Command) -> None:
     )
     pr.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
 
+    sh = command(
+        "show",
+        "one run's story: queue state and attempts, last error, dead letter, stored run,"
+        " payload and drift, rows per table",
+        commands.show,
+    )
+    sh.add_argument("run_id", type=_uuid_arg, metavar="RUN_ID")
+    sh.add_argument(
+        "--body", action="store_true", help="print the dead letter's raw body, byte for byte"
+    )
+
     pl = command(
         "payload", "print a run's stored raw body to stdout, byte for byte", commands.payload
     )

@@ -301,6 +301,30 @@ async def prune(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+async def show(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.ops import show as story_of
+
+    engine = create_engine(settings, pool_size=1)
+    try:
+        story = await story_of.read(engine, args.run_id)
+    finally:
+        await engine.dispose()
+    if not story.found:
+        print(f"run {args.run_id} is in neither the queue nor the tables", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.body:
+        body = None if story.dead is None else story.dead["body"]
+        if body is None:
+            print(f"run {args.run_id} has no dead letter with a body", file=sys.stderr)
+            return EXIT_FAILURE
+        sys.stdout.buffer.write(body)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    for line in story_of.render(story):
+        print(scrub(line))
+    return EXIT_OK
+
+
 async def payload(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import store
 

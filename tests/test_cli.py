@@ -171,3 +171,59 @@ async def test_retry_dead_by_reason_and_time_with_a_dry_run(
         " (one of: not_found, http_4xx,"
     )
     assert await states() == {"dead": 4, "pending": 3}
+
+
+async def test_show_tells_a_runs_story_and_prints_its_dead_letters_body(
+    settings: Settings, engine: AsyncEngine, subprocess_env: dict[str, str]
+) -> None:
+    async with Simulator(runs=10, seed=4, api_key=API_KEY) as sim:
+        stored = sim.run_ids()[0]
+        dead = uuid.uuid4()  # the API answers 404 for it
+        sim.set_status_override(str(dead), 404, b'{"message": "no such run"}')
+        run_cli("enqueue", str(stored), str(dead), env=subprocess_env)
+        await drain(api_settings(settings, sim, max_attempts=1), engine)
+
+    shown = run_cli("show", str(stored), env=subprocess_env)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert out.startswith(f"run {stored}\nqueue: done (enqueued by manual, priority 0)")
+    async with engine.connect() as conn:
+        events = (
+            await conn.execute(
+                text("SELECT count(*) FROM run_events WHERE run_id = :r"), {"r": stored}
+            )
+        ).scalar_one()
+        sha = (
+            await conn.execute(
+                text("SELECT sha256 FROM run_payloads WHERE run_id = :r"), {"r": stored}
+            )
+        ).scalar_one()
+    assert f"rows: run_events {events}, event_intermediates " in out
+    assert f"sha256 {sha}" in out and "(zstd)" in out
+    assert "dead letter" not in out
+
+    shown = run_cli("show", str(dead), env=subprocess_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "queue: dead" in shown.stdout
+    assert "dead letter: not_found, HTTP 404" in shown.stdout
+    assert "run: not stored" in shown.stdout and "rows: run_events 0" in shown.stdout
+    body = subprocess_run_bytes("show", str(dead), "--body", env=subprocess_env)
+    assert body == b'{"message": "no such run"}'
+
+    unknown = run_cli("show", str(uuid.uuid4()), env=subprocess_env)
+    assert unknown.returncode == 1
+    assert unknown.stderr.endswith("is in neither the queue nor the tables\n")
+    bad = run_cli("show", "not-a-run", env=subprocess_env)
+    assert bad.returncode == 2 and "'not-a-run' is not a UUID" in bad.stderr
+    no_body = run_cli("show", str(stored), "--body", env=subprocess_env)
+    assert no_body.returncode == 1 and "has no dead letter with a body" in no_body.stderr
+
+
+def subprocess_run_bytes(*args: str, env: dict[str, str]) -> bytes:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", *args], env=env, capture_output=True, check=True
+    )
+    return done.stdout
