@@ -32,6 +32,7 @@ from ingest import queue
 from ingest.config import Secret
 from ingest.db.driver import DatabaseUnavailable, connection, transaction
 from ingest.ids import InvalidRunId, parse_run_id
+from ingest.ops.server import serve
 
 log = structlog.get_logger("ingest.webhook")
 
@@ -205,16 +206,7 @@ class WebhookServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         # No access log: ours says what matters, and never a header.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
-        try:
-            await site.start()
-        except OSError:
-            await self._runner.cleanup()
-            self._runner = None
-            raise
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve(app, self.host, self.port, 5.0, backlog=1024)
         log.info("webhook listening", url=self.url, host=self.host)
 
     async def close(self) -> None:

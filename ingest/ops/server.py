@@ -37,6 +37,22 @@ DEFAULT_HOST = "0.0.0.0"
 HEARTBEAT_S = 0.5
 
 
+async def serve(
+    app: web.Application, host: str, port: int, shutdown_timeout: float, backlog: int = 128
+) -> tuple[web.AppRunner, int]:
+    """Serve `app` on host:port (0: a free port), without an access log; returns the runner
+    (its `cleanup()` stops serving) and the port. A port that cannot be bound raises OSError,
+    with nothing left open."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, backlog=backlog).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner, int(runner.addresses[0][1])
+
+
 class OpsServer:
     """`async with OpsServer(engine, worker=w, port=0) as s:` serves on `s.port`."""
 
@@ -85,16 +101,7 @@ class OpsServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         # No access log: probes every few seconds would drown the worker's own lines.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self._requested_port)
-        try:
-            await site.start()
-        except OSError:
-            await self._runner.cleanup()
-            self._runner = None
-            raise
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serve(app, self.host, self._requested_port, 1.0)
         self.poller.start()
         self._heartbeat = asyncio.create_task(self._beat(), name="ops-heartbeat")
         log.info("metrics and status page listening", url=self.url, host=self.host)
