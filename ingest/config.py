@@ -21,6 +21,7 @@ from dotenv import dotenv_values
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from ingest.db import tls
 from ingest.timeparse import parse_duration
 
 DEFAULT_BASE_URL = "https://platform.happyrobot.ai/api/v1"
@@ -86,6 +87,9 @@ def asyncpg_url(url: str) -> URL:
         raise ConfigError("DATABASE_URL", "names no database (…/dbname at the end)")
     if not parsed.host and "host" not in parsed.query:
         raise ConfigError("DATABASE_URL", "names no host")
+    tls_problem = tls.problem(parsed.query)
+    if tls_problem:
+        raise ConfigError("DATABASE_URL", tls_problem)
     return parsed.set(drivername="postgresql+asyncpg")
 
 

@@ -35,6 +35,10 @@ def test_flags_beat_environment_which_beats_dotenv(tmp_path: Path) -> None:
         ("DATABASE_URL", "not a url at all", "DATABASE_URL"),
         ("DATABASE_URL", "mysql://u@h/db", "not PostgreSQL"),
         ("DATABASE_URL", "postgresql://u@h", "names no database"),
+        ("DATABASE_URL", "postgresql://u@h/db?sslmode=verify", "sslmode 'verify' is not one of"),
+        ("DATABASE_URL", "postgresql://u@h/db?sslmode=require&sslmode=disable", "given 2 times"),
+        ("DATABASE_URL", "postgresql://u@h/db?sslrootcert=/no/ca.pem", "sslrootcert file"),
+        ("DATABASE_URL", "postgresql://u@h/db?sslmode=require&sslkey=/no/k", "sslkey file"),
         ("INGEST_RATE_LIMIT", "-1", "greater than 0"),
         ("INGEST_RATE_LIMIT", "0", "greater than 0"),
         ("INGEST_RATE_LIMIT", "fast", "not a number"),
@@ -80,6 +84,11 @@ def test_secrets_never_show_in_repr() -> None:
         (["worker", "--metrics-port", "x"], {}, "--metrics-port: 'x' is not a port number"),
         (["worker"], {"INGEST_BATCH_SIZE": "0"}, "INGEST_BATCH_SIZE: must be greater than 0"),
         (["status"], {"INGEST_LOG_LEVEL": "loud"}, "INGEST_LOG_LEVEL: must be one of"),
+        (
+            ["status"],
+            {"DATABASE_URL": "postgresql://u:topsecret@h/db?sslmode=verify-full&sslrootcert=ca"},
+            "DATABASE_URL: sslrootcert file 'ca' does not exist or cannot be read",
+        ),
     ],
 )
 def test_cli_bad_configuration_exits_2_with_one_line(
