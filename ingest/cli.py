@@ -141,8 +141,30 @@ def _add_queue_commands(command: Command) -> None:
         "--yes", action="store_true", help="confirm `db downgrade base` (drops every table)"
     )
 
+    command(
+        "check",
+        "is this configuration ready? config, database at the head revision, API key, rate"
+        " limit: one line each; exit 0 when all hold, 1 otherwise",
+        commands.check,
+    )
+    pa = command(
+        "pause",
+        "every worker stops claiming within seconds (runs in flight finish) until `resume`;"
+        " enqueueing goes on",
+        commands.pause,
+    )
+    pa.add_argument("--reason", metavar="TEXT", help="why, shown in status and on the page")
+    pa.add_argument(
+        "--wait",
+        action="store_true",
+        help="return once no run is in flight (every worker has finished what it held)",
+    )
+    command("resume", "workers claim again after `pause`", commands.resume)
+
     st = command(
-        "status", "queue counts, oldest due age, throughput, dead letters", commands.status
+        "status",
+        "a pause, queue counts, oldest due age, throughput, a drain's ETA, dead letters",
+        commands.status,
     )
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -311,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         flags = _flags(args)
         settings = config.load_settings(flags)
     except ConfigError as exc:
+        if args.command == "check":  # its first line, and the rest cannot be checked
+            print(commands.config_failed(exc))
+            return EXIT_FAILURE
         sys.stderr.write(f"hr-ingest: error: {exc}\n")
         return EXIT_USAGE
     for secret in (settings.api_key, settings.database_url, settings.webhook_secret):
@@ -318,7 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             register_secret(secret.reveal())
     if settings.database_url is not None:
         # The password alone too: a driver's error or frame can show it without its URL.
-        register_secret(make_url(settings.database_url.reveal()).password)
+        parsed = make_url(settings.database_url.reveal())
+        register_secret(parsed.password)
+        # A client key's passphrase (?sslpassword=), which is a password too.
+        passphrase = parsed.query.get("sslpassword")
+        register_secret(passphrase if isinstance(passphrase, str) else None)
     # What the user set, rather than left to its default (`demo` picks other defaults).
     args.explicit = frozenset(
         d.name for d in config.DECLARED if d.name in flags or d.var in os.environ

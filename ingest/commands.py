@@ -4,6 +4,7 @@ command, given its parsed arguments and the settings; it returns the exit code."
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import sys
 import uuid
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from ingest.discovery import Tally
 
 from ingest import queue
@@ -59,13 +62,21 @@ async def status(args: argparse.Namespace, settings: Settings) -> int:
 
     engine = create_engine(settings, pool_size=1)
     try:
-        report = await collect(engine)
+        report = await collect(engine, settings.rate_limit)
     finally:
         await engine.dispose()
     if args.json:
         print(report.to_json())
         return EXIT_OK
     print(f"database: {settings.database_url_redacted}, schema {settings.db_schema}")
+    if report.pause:
+        p = report.pause
+        print(
+            f"PAUSED since {p['since']}"
+            + (f" by {p['by']}" if p["by"] else "")
+            + (f" ({p['reason']})" if p["reason"] else "")
+            + ": workers claim nothing until `hr-ingest resume`"
+        )
     print_table([(s, n) for s, n in report.counts.items()], ["state", "runs"])
     if report.polling:
         print(f"({report.polling} of the pending runs are only waiting to poll runs still")
@@ -81,6 +92,7 @@ async def status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"oldest run still scheduled/running upstream: started {unfinished:.0f}s ago")
     for minutes, runs in report.throughput.items():
         print(f"done in the last {minutes} min: {runs} ({runs / (minutes * 60):.1f} runs/s)")
+    print(f"drain: {report.drain}")
     if report.landed:
         print("call ended -> in the tables, runs first stored finished in the last hour:")
         print_table(
@@ -93,6 +105,80 @@ async def status(args: argparse.Namespace, settings: Settings) -> int:
     if report.drift:
         print("schema drift seen in stored payloads:")
         print_table([(n, k) for k, n in report.drift], ["runs", "drift"])
+    return EXIT_OK
+
+
+async def check(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.ops.check import FAIL, run_checks
+
+    lines = await run_checks(settings)
+    for line in lines:
+        print(line)
+    return EXIT_FAILURE if any(line.verdict == FAIL for line in lines) else EXIT_OK
+
+
+def config_failed(exc: ConfigError) -> str:
+    """`check`'s line for a configuration that does not load."""
+    from ingest.ops.check import FAIL, Line
+
+    return str(Line("config", FAIL, scrub(str(exc))))
+
+
+async def pause(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+    import socket
+
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            now, started = await queue.pause(
+                conn, f"{getpass.getuser()}@{socket.gethostname()}", args.reason
+            )
+        if started:
+            print(
+                f"paused at {now.since.isoformat()}: workers claim nothing within a second or"
+                " two; runs in flight finish. `hr-ingest resume` to go on."
+            )
+        else:
+            why = f" ({now.reason})" if now.reason else ""
+            print(f"already paused since {now.since.isoformat()} by {now.by}{why}: nothing changed")
+        if args.wait:
+            await _wait_in_flight(engine)
+    finally:
+        await engine.dispose()
+    return EXIT_OK
+
+
+async def _wait_in_flight(engine: AsyncEngine) -> None:
+    from ingest.db.driver import connection
+
+    said = -1
+    while True:
+        async with connection(engine) as conn:
+            left = await queue.in_flight(conn)
+        if left == 0:
+            print("nothing in flight")
+            return
+        if left != said:
+            print(f"{left} runs in flight...", flush=True)
+            said = left
+        await asyncio.sleep(0.5)
+
+
+async def resume(args: argparse.Namespace, settings: Settings) -> int:
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            was = await queue.resume(conn)
+    finally:
+        await engine.dispose()
+    if was is None:
+        print("not paused: nothing changed")
+    else:
+        from ingest.ops.drain import duration
+
+        lasted = duration((datetime.now(UTC) - was.since).total_seconds())
+        print(f"resumed: workers claim again (paused {lasted}, since {was.since.isoformat()})")
     return EXIT_OK
 
 

@@ -64,6 +64,7 @@ async def run_worker(
     stops. With `metrics` (host, port), the operations server runs around the worker."""
     from ingest.api.client import open_client
     from ingest.discovery import sync_every as periodic_sync
+    from ingest.ops.drain import DrainProgress
     from ingest.ops.server import OpsServer
     from ingest.worker import Worker
 
@@ -77,6 +78,9 @@ async def run_worker(
         if sync_every is not None:
             syncing = asyncio.create_task(periodic_sync(engine, client, sync_every.total_seconds()))
             stack.push_async_callback(_cancelled, syncing)
+        if options.drain:
+            progress = DrainProgress(engine, settings.rate_limit, lambda: worker.paused is not None)
+            stack.push_async_callback(_cancelled, asyncio.create_task(progress.run()))
         stack.enter_context(_stop_on_signals(worker.stop))
         return await worker.run()
 

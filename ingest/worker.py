@@ -46,6 +46,9 @@ class WorkerOptions:
     claim_size: int = 100
     lease_s: float = 120.0
     idle_poll_s: float = 5.0  # fallback when no NOTIFY arrives
+    # How often a worker looks for a pause (`hr-ingest pause`) on its own; its claims never
+    # start after one, but its held claims go back and it says so within this.
+    pause_check_s: float = 1.0
     poll_unfinished_s: float = 60.0  # next fetch of a run still scheduled/running upstream
     # ... unless a webhook announced it: 5 s, then twice as long each time, up to the above.
     first_webhook_poll_s: float = queue.FIRST_WEBHOOK_POLL_S
@@ -113,6 +116,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._fatal: str | None = None
+        self.paused: queue.Pause | None = None  # as this worker last read it
+        self._pause_read = -math.inf
         self._listener = queue.Listener(engine, self._wake.set)
         self._writer = BatchWriter(
             engine,
@@ -193,11 +198,14 @@ class Worker:
             # Cleared before looking, so that a wake-up while claiming (work arrives, a batch
             # commits) is not lost and the wait below returns at once.
             self._wake.clear()
-            free = self._capacity - len(self._held)
-            if free < min(o.claim_size, self._capacity // 2):
-                await self._idle(1.0)
-                continue
             try:
+                if await self._pause_in_force():
+                    await self._idle(o.pause_check_s)
+                    continue
+                free = self._capacity - len(self._held)
+                if free < min(o.claim_size, self._capacity // 2):
+                    await self._idle(1.0)
+                    continue
                 if time.monotonic() - last_reclaim > o.lease_s / 4:
                     last_reclaim = time.monotonic()
                     async with transaction(self.engine) as conn:
@@ -224,6 +232,27 @@ class Worker:
                 return
             await self._listener.ensure()
             await self._idle(await self._retry_db(self._idle_wait))
+
+    async def _pause_in_force(self) -> bool:
+        """Whether claiming is paused: read every `pause_check_s`, and on every wake-up while
+        paused (a resume notifies). When a pause begins, the claims not started go back."""
+        if self.paused is None and time.monotonic() - self._pause_read < self.options.pause_check_s:
+            return False
+        self._pause_read = time.monotonic()
+        async with connection(self.engine) as conn:
+            pause = await queue.paused(conn)
+        if pause is not None and self.paused is None:
+            log.warning(
+                "paused: claiming nothing until `hr-ingest resume`; runs in flight finish",
+                since=pause.since.isoformat(),
+                by=pause.by,
+                reason=pause.reason,
+            )
+            await self._release_unstarted()
+        elif pause is None and self.paused is not None:
+            log.info("resumed: claiming again")
+        self.paused = pause
+        return pause is not None
 
     async def _put_to_fetch(self, item: queue.Claim | object) -> None:
         # STOP after every claim still waiting (at shutdown none is: they were handed back).

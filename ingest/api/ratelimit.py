@@ -218,3 +218,11 @@ class RateLimiter:
     async def close(self) -> None:
         await self._slots.close()
         await self._bucket.close()
+
+
+async def configured_rate(conn: AsyncConnection, name: str = "api") -> float | None:
+    """The requests/s the workers last set for the shared bucket `name` (None: none has)."""
+    db = await driver_connection(conn)
+    return cast(
+        float | None, await db.fetchval("SELECT rate FROM rate_limits WHERE name = $1", name)
+    )

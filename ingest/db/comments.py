@@ -408,6 +408,16 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "last_error": "Why it last failed, one line.",
         },
     ),
+    "ingest_control": (
+        "Operator controls: a pause of every worker's claims.",
+        {
+            "id": "Always 1: there is one row.",
+            "paused_at": "Since when workers claim nothing (UTC); null: they claim.",
+            "paused_by": "Who paused: user@host of the pause command.",
+            "reason": "Why, as the pause command was given it.",
+            "updated_at": "When the row last changed (UTC): the last pause or resume.",
+        },
+    ),
     "discovery_windows": (
         "Time windows discover has listed completely, so a rerun skips them.",
         {

@@ -532,5 +532,17 @@ ingest_batches = Table(
 )
 Index("ix_ingest_batches_at", ingest_batches.c.at)
 
+ingest_control = Table(
+    "ingest_control",
+    metadata,
+    # One row: a pause stops every worker's claims (ingest.queue.control).
+    Column("id", SmallInteger, primary_key=True, server_default=text("1")),
+    _ts("paused_at"),
+    Column("paused_by", Text),
+    Column("reason", Text),
+    _ts("updated_at", nullable=False, server_default=text("now()")),
+    CheckConstraint("id = 1", name="one_row"),
+)
+
 # What each table and column means (COMMENT ON), kept apart so the shapes above stay readable.
 comments.attach(metadata)

@@ -152,6 +152,14 @@ class _Collector(Collector):
         yield queue
         yield oldest
         yield drift
+        # The worker's own view first: it is what stops its claims, and it is read each second.
+        w = self.metrics.worker
+        seen = w.paused if w is not None else (snap.paused if snap is not None else None)
+        yield GaugeMetricFamily(
+            f"{PREFIX}_paused",
+            "1 while claiming is paused (`hr-ingest pause`), else 0.",
+            value=0 if seen is None else 1,
+        )
         yield from _freshness(snap)
         refreshed = GaugeMetricFamily(
             f"{PREFIX}_status_refreshed_timestamp_seconds",

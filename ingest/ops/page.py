@@ -217,6 +217,11 @@ function render(doc) {
   if (doc.snapshot_error) problems.push("Reading the database failed: " + doc.snapshot_error);
   if (doc.worker && doc.worker.fatal) problems.push("Worker stopped: " + doc.worker.fatal);
   const s = doc.snapshot;
+  if (s && s.paused) {
+    problems.push("Paused since " + s.paused.since + (s.paused.by ? " by " + s.paused.by : "") +
+      (s.paused.reason ? " (" + s.paused.reason + ")" : "") +
+      ": workers claim nothing until `hr-ingest resume`");
+  }
   if (s && s.freshness.sync_failures > 0) {
     problems.push(s.freshness.sync_failures + " sync(s) failed in a row: " +
       (s.freshness.sync_error || "no reason kept"));

@@ -7,6 +7,7 @@ import time
 from types import TracebackType
 
 import structlog
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -40,6 +41,7 @@ class Progress:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
+                console=Console(stderr=True),  # the TTY checked above; stdout is for results
                 transient=False,
             )
             self._bar.start()

@@ -19,7 +19,7 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ingest import __version__
+from ingest import __version__, queue
 from ingest.failures import phrase_of
 from ingest.logs import scrub
 from ingest.ops.metrics import CONTENT_TYPE, Metrics
@@ -212,6 +212,7 @@ class OpsServer:
                 "dead_by_kind": _by_kind(snap.dead_by_kind, "runs"),
                 "drift": [{"kind": k, "runs": n} for k, n in snap.drift],
                 "freshness": _freshness_document(snap),
+                "paused": _pause_document(snap.paused),
             }
         return doc
 
@@ -225,6 +226,7 @@ class OpsServer:
         return {
             "id": w.id,
             "fatal": w.fatal,
+            "paused": w.paused is not None,
             "elapsed_s": s.elapsed,
             "claimed": s.claimed,
             "done": s.done,
@@ -249,6 +251,17 @@ def _freshness_document(snap: Snapshot) -> dict[str, Any]:
         # A failure's line can quote an API answer: scrubbed like a log line.
         "sync_error": scrub(f.sync_error) if f.sync_error else None,
         "oldest_non_terminal_age_s": f.age_s(f.oldest_non_terminal),
+    }
+
+
+def _pause_document(pause: queue.Pause | None) -> dict[str, Any] | None:
+    if pause is None:
+        return None
+    # Who and why were typed by an operator: scrubbed like a log line all the same.
+    return {
+        "since": pause.since.isoformat(),
+        "by": scrub(pause.by) if pause.by else None,
+        "reason": scrub(pause.reason) if pause.reason else None,
     }
 
 

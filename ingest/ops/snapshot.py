@@ -49,6 +49,7 @@ class Snapshot:
     drift: list[tuple[str, int]]  # (kind, runs), as of `drift_at`
     drift_at: datetime | None
     freshness: Freshness
+    paused: queue.Pause | None = None  # `hr-ingest pause` in force
 
 
 async def read_drift(conn: AsyncConnection) -> list[tuple[str, int]]:
@@ -86,6 +87,7 @@ class SnapshotPoller:
             ]
             dead_by_kind = await queue.dead_by_kind(conn)
             freshness = await read_freshness(conn, SYNC_STATE)
+            paused = await queue.paused(conn)
             if time.monotonic() - self._drift_read >= self.drift_interval_s:
                 self._drift, self._drift_at = await read_drift(conn), now
                 self._drift_read = time.monotonic()
@@ -100,6 +102,7 @@ class SnapshotPoller:
             drift=self._drift,
             drift_at=self._drift_at,
             freshness=freshness,
+            paused=paused,
         )
         self.error = None
         self.refreshed_at = time.time()

@@ -11,6 +11,7 @@ from ingest import queue
 from ingest.discovery.state import SYNC_STATE, read_freshness
 from ingest.failures import phrase_of
 from ingest.logs import scrub
+from ingest.ops.drain import PACE_WINDOW_S, describe, estimate
 from ingest.ops.snapshot import read_drift
 
 THROUGHPUT_WINDOWS_MIN = (1, 5, 60)
@@ -36,12 +37,25 @@ class StatusReport:
     # Runs first stored finished in the last hour, by how they came: [source, runs, p50, p95]
     # of completed_at -> stored, seconds.
     landed: list[tuple[str, int, float, float]] = field(default_factory=list)
+    # `hr-ingest pause` in force (SPEC: `"paused": true/false`), and its since (ISO), by
+    # and reason.
+    paused: bool = False
+    pause: dict[str, str | None] | None = None
+    # What a drain has left and when it is through (ingest.ops.drain): runs, runs/s over the
+    # last five minutes, the rate limit, seconds at that pace and at the limit, and in words.
+    to_do: int = 0
+    pace_per_s: float = 0.0
+    rate_limit: float | None = None
+    eta_s: float | None = None
+    eta_at_limit_s: float | None = None
+    drain: str = ""
 
     def to_json(self) -> str:
         return orjson.dumps(asdict(self), option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-async def collect(engine: AsyncEngine) -> StatusReport:
+async def collect(engine: AsyncEngine, rate_limit: float | None = None) -> StatusReport:
+    """`rate_limit`: this process's setting, used when no worker has set the shared one."""
     async with engine.connect() as conn:
         # The same readings the status page and /metrics show (ingest.ops.snapshot).
         counts = await queue.counts(conn)
@@ -50,6 +64,8 @@ async def collect(engine: AsyncEngine) -> StatusReport:
         drift = await read_drift(conn)
         fresh = await read_freshness(conn, SYNC_STATE)
         landed = await queue.freshness(conn, LANDED_WITHIN_S)
+        pause = await queue.paused(conn)
+        left = await estimate(conn, PACE_WINDOW_S, rate_limit)
     return StatusReport(
         counts=counts.states,
         polling=counts.polling,
@@ -63,4 +79,18 @@ async def collect(engine: AsyncEngine) -> StatusReport:
         sync_error=scrub(fresh.sync_error) if fresh.sync_error else None,
         oldest_non_terminal_age_s=fresh.age_s(fresh.oldest_non_terminal),
         landed=[(f.source, f.runs, f.p50_s, f.p95_s) for f in landed],
+        paused=pause is not None,
+        pause=None
+        if pause is None
+        else {
+            "since": pause.since.isoformat(),
+            "by": pause.by,
+            "reason": scrub(pause.reason) if pause.reason else None,
+        },
+        to_do=left.to_do,
+        pace_per_s=left.per_s,
+        rate_limit=left.limit_per_s,
+        eta_s=left.eta_s,
+        eta_at_limit_s=left.floor_s,
+        drain=describe(left, paused=pause is not None),
     )

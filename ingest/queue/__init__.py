@@ -5,6 +5,7 @@ backoff, or a poll of a run not terminal yet) | dead (with a reason and the raw 
 Workers, commands and the ops pages never write SQL about the queue; they call these.
 """
 
+from ingest.queue.control import Pause, pause, paused, resume
 from ingest.queue.enqueue import EnqueueResult, enqueue, retry_dead
 from ingest.queue.notify import Listener, listen, notify, notify_channel
 from ingest.queue.readings import (
@@ -14,6 +15,7 @@ from ingest.queue.readings import (
     dead_by_kind,
     done_within,
     finished_per_minute,
+    finished_within,
     freshness,
     latest_dead,
 )
@@ -27,6 +29,7 @@ from ingest.queue.work import (
     complete,
     dead_letter,
     fail,
+    in_flight,
     next_due_in,
     outstanding,
     reclaim_expired,
@@ -43,6 +46,7 @@ __all__ = [
     "EnqueueResult",
     "Landed",
     "Listener",
+    "Pause",
     "QueueCounts",
     "Requeue",
     "claim",
@@ -54,16 +58,21 @@ __all__ = [
     "enqueue",
     "fail",
     "finished_per_minute",
+    "finished_within",
     "freshness",
+    "in_flight",
     "latest_dead",
     "listen",
     "next_due_in",
     "notify",
     "notify_channel",
     "outstanding",
+    "pause",
+    "paused",
     "reclaim_expired",
     "record_batch",
     "release",
     "renew",
+    "resume",
     "retry_dead",
 ]

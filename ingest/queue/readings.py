@@ -148,3 +148,16 @@ async def freshness(conn: AsyncConnection, within_s: float = 3600.0) -> list[Fre
         within_s,
     )
     return [Freshness(*cast(tuple[str, int, float, float], tuple(r))) for r in rows]
+
+
+async def finished_within(conn: AsyncConnection, seconds: float) -> int:
+    """Runs that ended done or dead in the last `seconds` (index on finished_at)."""
+    db = await driver_connection(conn)
+    return cast(
+        int,
+        await db.fetchval(
+            "SELECT count(*) FROM ingest_queue"
+            " WHERE finished_at > now() - make_interval(secs => $1) AND state IN ('done', 'dead')",
+            seconds,
+        ),
+    )

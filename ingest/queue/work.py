@@ -33,13 +33,15 @@ class Requeue:
 
 
 async def claim(conn: AsyncConnection, owner: str, limit: int, lease_s: float) -> list[Claim]:
-    """Take up to `limit` due runs under a lease; SKIP LOCKED so workers never collide."""
+    """Take up to `limit` due runs under a lease; SKIP LOCKED so workers never collide.
+    Nothing while paused (ingest.queue.control): not one claim commits after a pause has."""
     db = await driver_connection(conn)
     rows = await db.fetch(
         """
         WITH due AS (
             SELECT run_id FROM ingest_queue
             WHERE state = 'pending' AND available_at <= now()
+                AND NOT EXISTS (SELECT FROM ingest_paused())
             ORDER BY priority DESC, available_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED
@@ -299,6 +301,18 @@ async def outstanding(conn: AsyncConnection) -> int:
     poll of a run that is not terminal upstream yet (retries count, however far off)."""
     db = await driver_connection(conn)
     return cast(int, await db.fetchval(f"SELECT count(*) FROM ingest_queue WHERE {OUTSTANDING}"))
+
+
+async def in_flight(conn: AsyncConnection) -> int:
+    """Runs a live worker holds (running under a lease not yet run out): what a pause waits
+    for. A dead worker's runs are not counted; they go back when their lease runs out."""
+    db = await driver_connection(conn)
+    return cast(
+        int,
+        await db.fetchval(
+            "SELECT count(*) FROM ingest_queue WHERE state = 'running' AND lease_expires_at > now()"
+        ),
+    )
 
 
 async def next_due_in(conn: AsyncConnection) -> float | None:
