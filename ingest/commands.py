@@ -70,13 +70,7 @@ async def status(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     print(f"database: {settings.database_url_redacted}, schema {settings.db_schema}")
     if report.pause:
-        p = report.pause
-        print(
-            f"PAUSED since {p['since']}"
-            + (f" by {p['by']}" if p["by"] else "")
-            + (f" ({p['reason']})" if p["reason"] else "")
-            + ": workers claim nothing until `hr-ingest resume`"
-        )
+        print(f"PAUSED {report.pause}: workers claim nothing until `hr-ingest resume`")
     print_table([(s, n) for s, n in report.counts.items()], ["state", "runs"])
     if report.polling:
         print(f"({report.polling} of the pending runs are only waiting to poll runs still")
@@ -140,8 +134,7 @@ async def pause(args: argparse.Namespace, settings: Settings) -> int:
                 " two; runs in flight finish. `hr-ingest resume` to go on."
             )
         else:
-            why = f" ({now.reason})" if now.reason else ""
-            print(f"already paused since {now.since.isoformat()} by {now.by}{why}: nothing changed")
+            print(f"already paused {now}: nothing changed")
         if args.wait:
             await _wait_in_flight(engine)
     finally:

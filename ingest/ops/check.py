@@ -42,7 +42,7 @@ def config_line(settings: Settings) -> Line:
     )
 
 
-async def database_line(settings: Settings) -> tuple[Line, str | None]:
+async def database_line(settings: Settings) -> tuple[Line, float | None]:
     """Reachable, and the schema at the head revision; also the server's shared rate (the one
     the workers last set), for the rate limit's line."""
     from alembic.script import ScriptDirectory
@@ -62,8 +62,7 @@ async def database_line(settings: Settings) -> tuple[Line, str | None]:
         shared = None
         if current == head:
             async with connection(engine) as conn:
-                rate = await configured_rate(conn)
-            shared = None if rate is None else f"{rate:g}"
+                shared = await configured_rate(conn)
     except Exception as exc:
         return Line("database", FAIL, f"{where}: cannot connect: {_one_line(exc)}"), None
     finally:
@@ -112,14 +111,14 @@ async def api_line(settings: Settings) -> tuple[Line, float | None]:
     ), seconds
 
 
-def rate_line(settings: Settings, shared: str | None, request_s: float | None) -> Line:
+def rate_line(settings: Settings, shared: float | None, request_s: float | None) -> Line:
     """The limit against what the workers share, and against what one worker can reach."""
     limit = settings.rate_limit
-    if shared is not None and float(shared) != limit:
+    if shared is not None and shared != limit:
         return Line(
             "rate limit",
             WARN,
-            f"{limit:g}/s here, but the workers last set {shared}/s: every process sharing this"
+            f"{limit:g}/s here, but the workers last set {shared:g}/s: every process sharing this"
             " database must have the same INGEST_RATE_LIMIT, or they take turns setting it",
         )
     if request_s is not None and request_s > 0:

@@ -60,11 +60,10 @@ class Estimate:
 
 
 async def estimate(
-    conn: AsyncConnection, window_s: float = PACE_WINDOW_S, limit_per_s: float | None = None
+    conn: AsyncConnection, to_do: int, window_s: float, limit_per_s: float | None
 ) -> Estimate:
-    """What is left and the pace over the last `window_s`; the limit is the one the workers
+    """`to_do` runs left at the pace of the last `window_s`; the limit is the one the workers
     set in the shared bucket, else `limit_per_s` (this process's configuration)."""
-    to_do = await queue.outstanding(conn)
     finished = await queue.finished_within(conn, window_s)
     limit = await configured_rate(conn) or limit_per_s
     return Estimate(to_do, finished / window_s, limit)
@@ -183,7 +182,7 @@ class DrainProgress:
         """Read the queue once; the pace is over the last minute (or since the start)."""
         window = min(60.0, max(time.monotonic() - self._started, self.every_s))
         async with connection(self.engine) as conn:
-            e = await estimate(conn, window, self.limit_per_s)
+            e = await estimate(conn, await queue.outstanding(conn), window, self.limit_per_s)
         if self.last is not None:
             self.completed += max(0, self.last.to_do - e.to_do)
         self.total = max(self.total or 0, self.completed + e.to_do)

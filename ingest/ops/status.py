@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import orjson
@@ -37,10 +38,9 @@ class StatusReport:
     # Runs first stored finished in the last hour, by how they came: [source, runs, p50, p95]
     # of completed_at -> stored, seconds.
     landed: list[tuple[str, int, float, float]] = field(default_factory=list)
-    # `hr-ingest pause` in force (SPEC: `"paused": true/false`), and its since (ISO), by
-    # and reason.
+    # `hr-ingest pause` in force (SPEC: `"paused": true/false`), and its since, by and reason.
     paused: bool = False
-    pause: dict[str, str | None] | None = None
+    pause: queue.Pause | None = None
     # What a drain has left and when it is through (ingest.ops.drain): runs, runs/s over the
     # last five minutes, the rate limit, seconds at that pace and at the limit, and in words.
     to_do: int = 0
@@ -65,7 +65,7 @@ async def collect(engine: AsyncEngine, rate_limit: float | None = None) -> Statu
         fresh = await read_freshness(conn, SYNC_STATE)
         landed = await queue.freshness(conn, LANDED_WITHIN_S)
         pause = await queue.paused(conn)
-        left = await estimate(conn, PACE_WINDOW_S, rate_limit)
+        left = await estimate(conn, counts.outstanding, PACE_WINDOW_S, rate_limit)
     return StatusReport(
         counts=counts.states,
         polling=counts.polling,
@@ -80,13 +80,7 @@ async def collect(engine: AsyncEngine, rate_limit: float | None = None) -> Statu
         oldest_non_terminal_age_s=fresh.age_s(fresh.oldest_non_terminal),
         landed=[(f.source, f.runs, f.p50_s, f.p95_s) for f in landed],
         paused=pause is not None,
-        pause=None
-        if pause is None
-        else {
-            "since": pause.since.isoformat(),
-            "by": pause.by,
-            "reason": scrub(pause.reason) if pause.reason else None,
-        },
+        pause=pause and dataclasses.replace(pause, reason=pause.reason and scrub(pause.reason)),
         to_do=left.to_do,
         pace_per_s=left.per_s,
         rate_limit=left.limit_per_s,

@@ -23,6 +23,12 @@ class Pause:
     by: str | None
     reason: str | None
 
+    def __str__(self) -> str:
+        """`since 2026-12-04T10:00:00+00:00 by ops@host (reason)`, as status and pause say."""
+        by = f" by {self.by}" if self.by else ""
+        why = f" ({self.reason})" if self.reason else ""
+        return f"since {self.since.isoformat()}{by}{why}"
+
 
 async def paused(conn: AsyncConnection) -> Pause | None:
     """The pause in force, if any (through the owner's function: any worker role may read it)."""

@@ -25,6 +25,12 @@ class QueueCounts:
     polling: int  # pending only to poll runs still scheduled/running upstream
     oldest_due_age_s: float | None  # None: nothing pending is due
 
+    @property
+    def outstanding(self) -> int:
+        """What `outstanding()` counts (work.OUTSTANDING), from these counts: running, and
+        pending but for polls."""
+        return self.states["running"] + self.states["pending"] - self.polling
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
